@@ -1,0 +1,224 @@
+"""The ``sweepkit`` command line.
+
+    sweepkit run SCRIPT [--cluster NAME] [--workers N] [--set KEY=VALUE] [script options]
+    sweepkit clusters [--show NAME]
+    sweepkit job-script PROFILE [--set KEY=VALUE]
+    sweepkit status DIR
+    sweepkit results DIR [--format csv|parquet] [--output FILE]
+    sweepkit verify DIR [--sample N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import re
+import runpy
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import profiles
+
+CLUSTER_FLAGS = ("--cluster", "--workers", "--set")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="sweepkit", description="Run many independent tasks on a Dask cluster.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a script or recipe on a cluster profile",
+                         description="Run SCRIPT as __main__ inside sweep_cluster(...). Options other than "
+                         "sweepkit's own (--cluster, --workers, --set, --progress) go to the script.")
+    run.add_argument("script", type=Path)
+    add_cluster_flags(run)
+
+    clusters = sub.add_parser("clusters", help="list the cluster profiles and where each comes from")
+    clusters.add_argument("--show", metavar="NAME", help="print one profile's resolved options and their sources")
+
+    job = sub.add_parser("job-script", help="print the job script a batch-scheduler profile submits")
+    job.add_argument("profile")
+    add_cluster_flags(job, cluster=False)
+
+    status = sub.add_parser("status", help="progress and provenance of a stored run")
+    status.add_argument("store", type=Path)
+
+    res = sub.add_parser("results", help="write a stored run's results table")
+    res.add_argument("store", type=Path)
+    res.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    res.add_argument("--output", "-o", type=Path, help="file to write (default: stdout for csv, DIR/results.parquet)")
+
+    ver = sub.add_parser("verify", help="recompute a sample of a stored run's tasks and compare")
+    ver.add_argument("store", type=Path)
+    ver.add_argument("--sample", type=int, default=10, help="how many finished tasks to recompute (default 10)")
+
+    if argv and argv[0] == "run":  # the script's own options pass through untouched
+        args, rest = parser.parse_known_args(argv)
+    else:
+        args, rest = parser.parse_args(argv), []
+    try:
+        sys.exit(COMMANDS[args.command](args, rest) or 0)
+    except (profiles.ProfileError, ValueError, TypeError, ImportError, RuntimeError, FileNotFoundError) as exc:
+        if os.environ.get("SWEEPKIT_DEBUG"):
+            raise
+        sys.exit(f"sweepkit {args.command}: error: {exc}")
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser, cluster: bool = True) -> None:
+    if cluster:
+        parser.add_argument("--cluster", metavar="NAME",
+                            help="cluster profile (default: $SWEEPKIT_CLUSTER, else 'local'); see `sweepkit clusters`")
+    parser.add_argument("--workers", metavar="N", help="worker processes: N, or MIN:MAX to scale adaptively")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="set a profile option, e.g. --set memory=8GiB --set queue=long.q (repeatable)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar (default: when stderr is a terminal)")
+
+
+def apply_cluster_flags(args: argparse.Namespace) -> None:
+    """Install the command line as the 'CLI flag' layer of the profile precedence."""
+    options: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    if args.workers is not None:
+        options["workers"] = yaml.safe_load(args.workers)
+    profiles.CLI_OPTIONS = options
+    profiles.CLI_PROFILE = getattr(args, "cluster", None)
+    if args.progress is not None:
+        os.environ["SWEEPKIT_PROGRESS"] = "1" if args.progress else "0"
+
+
+# -- sweepkit run -----------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> None:
+    from .cluster import sweep_cluster
+
+    script = args.script
+    if not script.is_file():
+        raise FileNotFoundError(f"no script at {script}")
+    apply_cluster_flags(args)
+    sys.argv = [str(script), *rest]
+    sys.path.insert(0, str(script.resolve().parent))
+    with sweep_cluster():
+        runpy.run_path(str(script), run_name="__main__")
+
+
+def run_recipe(fn: Callable[..., Any], argv: list[str] | None = None) -> Any:
+    """Command line for a recipe: options from ``fn``'s signature, then run it on a cluster.
+
+    ``def main(n_runs: int = 10_000, out: Path = Path("out"))`` gets ``--n-runs``
+    and ``--out``; help text comes from the docstring's ``Args:`` section. Cluster
+    flags (``--cluster``, ``--workers``, ``--set``) choose where it runs, ``local``
+    by default. Under ``sweepkit run`` the cluster is already chosen.
+    """
+    from .cluster import _stack, sweep_cluster
+
+    doc = inspect.getdoc(fn) or ""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = dict(re.findall(r"^\s*(\w+)\s*(?:\([^)]*\))?:\s*(.+)$", doc.partition("Args:")[2], re.M))
+    hints = typing.get_type_hints(fn)
+    for name, p in inspect.signature(fn).parameters.items():
+        flag = "--" + name.replace("_", "-")
+        kind = hints.get(name, type(p.default) if p.default is not inspect.Parameter.empty else str)
+        kw: dict[str, Any] = {"help": helps.get(name, "")}
+        if p.default is inspect.Parameter.empty:
+            kw["required"] = True
+        else:
+            kw["default"] = p.default
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is typing.Literal:
+            kw["choices"] = typing.get_args(kind)
+        else:
+            kw["type"] = _optional_inner(kind)
+        parser.add_argument(flag, dest=name, **kw)
+    if not _stack:
+        add_cluster_flags(parser)
+    args = vars(parser.parse_args(argv))
+    if _stack:  # under `sweepkit run` or inside a `with sweep_cluster`
+        return fn(**args)
+    cluster_args = argparse.Namespace(**{k: args.pop(k) for k in ("cluster", "workers", "set", "progress")})
+    apply_cluster_flags(cluster_args)
+    with sweep_cluster():
+        return fn(**args)
+
+
+def _optional_inner(kind: Any) -> Any:
+    """``int | None`` -> ``int``."""
+    inner = [a for a in typing.get_args(kind) if a is not type(None)]
+    return inner[0] if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and inner else kind
+
+
+# -- sweepkit clusters / job-script ----------------------------------------------------------
+def cmd_clusters(args: argparse.Namespace, rest: list[str]) -> None:
+    if args.show:
+        profile = profiles.resolve(args.show)
+        print(f"{profile.name}: backend {profile.backend}, from {profile.source}")
+        for key, value in sorted(profile.options.items()):
+            print(f"  {key}: {value!r}    # {profile.origin.get(key, 'built-in default')}")
+        return
+    found = profiles.available()
+    width = max((len(n) for n in found), default=4)
+    for name, paths in sorted(found.items()):
+        data = yaml.safe_load(paths[0].read_text()) or {}
+        print(f"{name:<{width}}  {data.get('backend', '?'):<6}  {paths[0]}  {data.get('description', '')}".rstrip())
+        for shadowed in paths[1:]:
+            print(f"{'':<{width}}  {'':<6}  (shadows {shadowed})")
+    print("\nSearch path, first match wins: " + ", ".join(str(d) for d in profiles.search_path()))
+
+
+def cmd_job_script(args: argparse.Namespace, rest: list[str]) -> None:
+    from .backends import backend_for
+    from .manifest import redact
+
+    apply_cluster_flags(args)
+    profile = profiles.resolve(args.profile)
+    script = backend_for(profile.backend, profile.name).job_script(profile.options)
+    if script is None:
+        raise ValueError(f"profile {profile.name!r} (backend {profile.backend}) submits no job script")
+    print(redact(script), end="" if script.endswith("\n") else "\n")
+
+
+# -- stored runs --------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace, rest: list[str]) -> None:
+    from .report import status_text
+
+    print(status_text(args.store))
+
+
+def cmd_results(args: argparse.Namespace, rest: list[str]) -> None:
+    from .report import write_table
+    from .store import load
+
+    frame = load(args.store).to_frame()
+    if args.format == "csv" and args.output is None:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    output = args.output or args.store / f"results.{args.format}"
+    write_table(frame, output)
+    print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
+
+
+def cmd_verify(args: argparse.Namespace, rest: list[str]) -> int:
+    from .report import verify
+
+    report = verify(args.store, sample=args.sample)
+    for row in report:
+        print(f"task {row['task']:>8}  {row['result']:<8}  {row['detail']}")
+    bad = [r for r in report if r["result"] != "match"]
+    print(f"{len(report) - len(bad)} of {len(report)} recomputed tasks match the stored results")
+    return 1 if bad else 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], Any]] = {
+    "run": cmd_run, "clusters": cmd_clusters, "job-script": cmd_job_script,
+    "status": cmd_status, "results": cmd_results, "verify": cmd_verify,
+}

@@ -1,0 +1,188 @@
+"""``sweep_cluster``: where sweeps run, chosen by the user and nobody else.
+
+Inside ``with sweep_cluster("sge"):`` every ``sweep()`` runs on that cluster;
+outside any, sweeps run serially in the calling process, unless the environment
+names a profile (``SWEEPKIT_CLUSTER=local``), which then starts once, on first
+use, and stops when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from . import profiles
+from .backends import backend_for
+from .engine import in_task
+
+__all__ = ["sweep_cluster", "Session", "ClusterError", "active_session"]
+
+_stack: list[Session | None] = []  # innermost ``with sweep_cluster`` last (None: serial)
+_implicit: dict[str, Session] = {}
+_lock = threading.Lock()
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot run the sweep (no workers arrive, workers cannot import code, ...)."""
+
+
+class Session:
+    """A running Dask cluster and its client, built from a profile."""
+
+    def __init__(self, profile: profiles.Profile):
+        from distributed import Client
+
+        self.profile = profile
+        self.backend = backend_for(profile.backend, profile.name)
+        self.cluster = self.backend.start(profile.options)
+        try:
+            self.client = Client(self.cluster, set_as_default=False)
+        except BaseException:
+            self._close_cluster()
+            raise
+        self._slots = (0, 0.0)  # (threads, when counted)
+        self.closed = False
+
+    # -- what the engine needs -----------------------------------------------------
+    @property
+    def dashboard_link(self) -> str | None:
+        return getattr(self.cluster, "dashboard_link", None)
+
+    def describe(self) -> str:
+        workers = self.profile.options.get("workers")
+        size = "" if workers is None else f"{workers[0]}" if workers[0] == workers[1] else f"{workers[0]}-{workers[1]} (adaptive)"
+        return f"cluster {self.profile.name!r} ({self.profile.backend}, {size or 'default'} workers)"
+
+    def slots(self) -> int:
+        """Worker threads in the cluster now (counted at most once a second)."""
+        threads, when = self._slots
+        if time.monotonic() - when > 1.0:
+            threads = sum(self.client.nthreads().values())
+            self._slots = (threads, time.monotonic())
+        return threads
+
+    def max_in_flight(self) -> int:
+        """How many batches to keep submitted: two per thread, planned threads included,
+        so an adaptive cluster sees the demand that makes it grow."""
+        workers = self.profile.options.get("workers")
+        planned = (workers[1] if workers else 1) * self.profile.options.get("threads", 1)
+        return 2 * max(self.slots(), planned, 1)
+
+    def ensure_workers(self) -> None:
+        """Wait for a first worker, with a clear error if none can come."""
+        timeout = float(self.profile.options.get("startup-timeout") or 120)
+        deadline = time.monotonic() + timeout
+        workers = self.profile.options.get("workers")
+        if not self.client.nthreads() and workers and workers[0] == 0:
+            self.cluster.scale(1)  # an adaptive cluster at zero: ask for one to start with
+        while not self.client.nthreads():
+            self.check_health()
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"no worker joined {self.describe()} within {timeout:.0f} s. "
+                    + (self.backend.diagnose(self.cluster) or "")
+                    + " Raise the profile option startup-timeout if workers just need longer."
+                )
+            time.sleep(0.2)
+
+    def check_health(self) -> None:
+        problem = self.backend.diagnose(self.cluster)
+        if problem:
+            raise ClusterError(f"{self.describe()} cannot run the sweep: {problem}")
+
+    def scatter(self, fn, shared: dict[str, Any]):
+        """Send ``fn`` and each shared object to every worker, once, under unique keys."""
+        futures = {}
+        for name, obj in [("the function", fn), *shared.items()]:
+            try:
+                futures[name] = self.client.scatter(obj, broadcast=True, hash=False)
+            except Exception as exc:
+                what = "the function" if name == "the function" else f"shared[{name!r}]"
+                raise TypeError(f"{what} cannot be sent to the workers: {type(exc).__name__}: {exc}") from exc
+        fn_future = futures.pop("the function")
+        return fn_future, futures
+
+    def explain_failure(self, exc: BaseException) -> Exception:
+        """A clear error for a batch that failed outside the user's function."""
+        hint = ""
+        if isinstance(exc, (ModuleNotFoundError, ImportError)):
+            hint = (
+                " The workers cannot import code the function needs: install it into the environment "
+                "the workers run (the driver's, by default), or put it on PYTHONPATH."
+            )
+        return ClusterError(f"a batch failed on {self.describe()}: {type(exc).__name__}: {exc}.{hint}")
+
+    # -- shutting down ---------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=10)
+        self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        try:
+            self.cluster.close(timeout=30)
+        except Exception as exc:  # never let a shutdown error hide the user's own
+            print(f"sweepkit: closing the cluster raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            cleanup = getattr(self.backend, "cleanup", None)
+            if cleanup:
+                cleanup(self.cluster)
+
+
+@contextlib.contextmanager
+def sweep_cluster(profile: str | None = None, **overrides: Any) -> Iterator[Session | None]:
+    """Run every ``sweep()`` inside this block on the cluster a profile describes.
+
+    ``profile`` defaults to ``--cluster`` on the command line, then
+    ``$SWEEPKIT_CLUSTER``, then ``"local"``. Keyword arguments override the
+    profile's options (``workers=4``, ``memory="8GiB"``, ``queue="long.q"``). On
+    leaving the block, even by an exception or Ctrl-C, the client, the cluster and
+    every worker are shut down. Yields the :class:`Session` (``None`` for the
+    ``serial`` profile): ``session.client`` is a ``distributed.Client``.
+    """
+    resolved = profiles.resolve(profile, overrides)
+    session = start(resolved)
+    _stack.append(session)
+    try:
+        yield session
+    finally:
+        _stack.remove(session)
+        if session is not None:
+            session.close()
+
+
+def start(profile: profiles.Profile) -> Session | None:
+    if profile.backend == "serial":
+        return None
+    session = Session(profile)
+    link = session.dashboard_link
+    print(f"sweepkit: started {session.describe()}" + (f"; dashboard: {link}" if link else ""), file=sys.stderr)
+    return session
+
+
+def active_session() -> Session | None:
+    """The session sweeps run on now, or None to run serially."""
+    if in_task():  # a sweep inside a task runs serially, on that task's worker
+        return None
+    if _stack:
+        return _stack[-1]
+    name = os.environ.get("SWEEPKIT_CLUSTER")
+    if not name:
+        return None
+    with _lock:
+        if name not in _implicit:
+            session = start(profiles.resolve(name))
+            if session is None:
+                return None
+            _implicit[name] = session
+            atexit.register(session.close)
+        return _implicit[name]

@@ -1,0 +1,265 @@
+"""Running tasks: one batch runner used both in-process and on Dask workers.
+
+The driver cuts the task list into batches sized from measured task durations,
+keeps a bounded number of batches in flight, and records each batch as it
+returns, so memory grows with the results, never with the number of tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .results import ERROR, OK, RemoteTraceback, TaskFailure, _plain
+from .tasks import Tasks, _Seeded
+
+
+_task_context = threading.local()
+
+
+def in_task() -> bool:
+    """True while a sweep task runs in this thread."""
+    return getattr(_task_context, "active", False)
+
+
+def task_seed(root_seed: int, index: int) -> int:
+    """The 63-bit seed of task ``index``: ``numpy.random.default_rng(task_seed(...))``
+    is the generator that task receives. It depends only on the root seed and the index."""
+    state = np.random.SeedSequence(root_seed, spawn_key=(index,)).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+@dataclass
+class Batch:
+    indices: list[int]
+    params: list[dict]
+
+
+@dataclass
+class BatchResult:
+    values: list[Any]  # a TaskFailure where the task raised
+    durations: list[float]
+    statuses: bytes
+    seeds: list[int] | None
+    worker: str | None
+    stopped: bool  # True when an error stopped the batch early ("raise" mode)
+
+
+def run_batch(
+    fn: Callable, batch: Batch, shared: dict, root_seed: int, uses_rng: bool, stop_on_error: bool,
+    in_process: bool = False,
+) -> BatchResult:
+    """Call ``fn`` for every task of ``batch``; exceptions become TaskFailure values."""
+    worker = "local process" if in_process else _worker_name()
+    values, durations, statuses = [], [], bytearray()
+    seeds: list[int] | None = [] if uses_rng else None
+    clock, stopped = time.perf_counter, False
+    _task_context.active = True
+    try:
+        for i, params in zip(batch.indices, batch.params):
+            kwargs = {k: v.bind(root_seed) if isinstance(v, _Seeded) else v for k, v in params.items()}
+            kwargs.update(shared)
+            if seeds is not None:
+                seeds.append(task_seed(root_seed, i))
+                kwargs["rng"] = np.random.default_rng(seeds[-1])
+            start = clock()
+            try:
+                value, status = fn(**kwargs), OK
+            except Exception as exc:  # a task's failure is data; KeyboardInterrupt is not caught
+                value, status = _failure(i, params, exc, remote=not in_process), ERROR
+            durations.append(clock() - start)
+            values.append(value)
+            statuses.append(status)
+            if status == ERROR and stop_on_error:
+                stopped = True
+                break
+    finally:
+        _task_context.active = False
+    return BatchResult(values, durations, bytes(statuses), seeds, worker, stopped)
+
+
+def _failure(i: int, params: dict, exc: BaseException, remote: bool) -> TaskFailure:
+    tb = "".join(traceback.format_exception(exc))
+    if remote:  # the exception travels back to the driver: keep it only if it pickles
+        try:
+            exc = pickle.loads(pickle.dumps(exc))
+        except Exception:
+            exc = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception could not be pickled)")
+        exc.__cause__ = RemoteTraceback(tb)
+    return TaskFailure(i, _plain(params), f"{type(exc).__name__}: {exc}", tb, exc)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        return str(w.name) if w.name is not None else w.address
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+class BatchSizer:
+    """Chooses how many tasks travel together.
+
+    Batches aim at ``target`` seconds of work, long enough to hide the per-task
+    overhead of the scheduler, and shrink towards the end (guided scheduling) so
+    every worker stays busy to the last task. A ``fixed`` size overrides all that.
+    """
+
+    def __init__(self, fixed: int | None = None, target: float = 0.25, limit: int = 10_000):
+        self.fixed, self.target, self.limit = fixed, target, limit
+        self.per_task: float | None = None  # smoothed seconds per task
+        self.largest = 1
+
+    def observe(self, n_tasks: int, seconds: float) -> None:
+        if n_tasks:
+            rate = max(seconds / n_tasks, 1e-7)
+            self.per_task = rate if self.per_task is None else 0.5 * (self.per_task + rate)
+
+    def next(self, remaining: int, slots: int) -> int:
+        if self.fixed:
+            return min(self.fixed, remaining)
+        if self.per_task is None:
+            return 1
+        size = min(self.target / self.per_task, 8 * self.largest, self.limit)
+        size = min(size, math.ceil(remaining / (2 * max(slots, 1))))  # guided tail
+        size = max(1, int(size))
+        self.largest = max(self.largest, size)
+        return min(size, remaining)
+
+
+def batches(tasks: Tasks, todo: list[int], size: Callable[[int], int]) -> Iterator[Batch]:
+    """Cut ``todo`` into batches; ``size(unsent)`` decides each batch's length."""
+    start = 0
+    while start < len(todo):
+        stop = start + size(len(todo) - start)
+        indices = todo[start:stop]
+        yield Batch(indices, [tasks[j] for j in indices])
+        start = stop
+
+
+class Collector:
+    """Receives finished batches on the driver: results, store, progress bar."""
+
+    def __init__(self, results, store=None, progress=None):
+        self.results, self.store, self.progress = results, store, progress
+        self.first_failure: TaskFailure | None = None
+
+    def add(self, batch: Batch, res: BatchResult) -> None:
+        record = self.results._record
+        seeds = res.seeds or [None] * len(res.values)
+        for i, value, status, duration, seed in zip(batch.indices, res.values, res.statuses, res.durations, seeds):
+            record(i, value, status, duration, res.worker, seed)
+            if status == ERROR and self.first_failure is None:
+                self.first_failure = value
+        if self.store is not None:
+            self.store.append(batch.indices[: len(res.values)], res)
+        if self.progress is not None:
+            self.progress.update(len(res.values))
+
+
+def run_serial(fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, sizer, collector) -> None:
+    """Run the tasks in this process, one batch after another (a debugger works here)."""
+    from threadpoolctl import threadpool_limits
+
+    for batch in batches(tasks, todo, lambda unsent: sizer.next(unsent, 1)):
+        with threadpool_limits(1):  # as on Dask workers: same floats everywhere
+            res = run_batch(fn, batch, shared, root_seed, uses_rng, stop_on_error, in_process=True)
+        sizer.observe(len(res.durations), sum(res.durations))
+        collector.add(batch, res)
+        if res.stopped:
+            return
+
+
+class WorkerLost(Exception):
+    """Raised on the driver when a batch could not run because its workers kept dying."""
+
+
+def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, sizer, collector) -> None:
+    """Run the tasks on the session's Dask cluster, streaming results back.
+
+    ``fn`` and the shared objects are scattered once to every worker (a worker that
+    joins later fetches them from a peer once). At most ``2 x threads`` batches are
+    in flight; a batch whose worker died is split into single tasks and retried.
+    """
+    from distributed import KilledWorker
+
+    client = session.client
+    session.ensure_workers()
+    fn_future, shared_futures = session.scatter(fn, shared)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    in_flight: dict = {}  # future -> Batch
+    retry: list[Batch] = []
+
+    def submit(batch: Batch) -> None:
+        fut = client.submit(
+            run_batch, fn_future, batch, shared_futures, root_seed, uses_rng, stop_on_error,
+            pure=False, key=f"sweepkit-batch-{batch.indices[0]}-{os.urandom(4).hex()}",
+        )
+        in_flight[fut] = batch
+        fut.add_done_callback(done.put)
+
+    source = batches(tasks, todo, lambda unsent: sizer.next(unsent, session.slots()))
+    try:
+        while True:
+            while len(in_flight) < session.max_in_flight():
+                batch = retry.pop() if retry else next(source, None)
+                if batch is None:
+                    break
+                submit(batch)
+            if not in_flight:
+                return
+            fut = _next_done(done, session)
+            batch = in_flight.pop(fut)
+            if fut.status == "error":
+                exc = fut.exception()
+                if isinstance(exc, KilledWorker):
+                    if len(batch.indices) > 1:  # find the task that kills workers
+                        retry.extend(Batch([i], [p]) for i, p in zip(batch.indices, batch.params))
+                        continue
+                    res = _killed_result(batch, exc, root_seed if uses_rng else None)
+                else:
+                    raise session.explain_failure(exc) from exc
+            elif fut.status == "cancelled":
+                raise WorkerLost("a batch was cancelled by the scheduler (the cluster shut down?)")
+            else:
+                res = fut.result()
+            sizer.observe(len(res.durations), sum(res.durations))
+            collector.add(batch, res)
+            if res.stopped:
+                return
+    finally:
+        if in_flight:
+            client.cancel(list(in_flight), force=True)
+        client.cancel([fn_future, *shared_futures.values()], force=True)
+
+
+def _next_done(done: queue.SimpleQueue, session):
+    """Wait for the next finished batch, checking the cluster's health meanwhile."""
+    while True:
+        try:
+            return done.get(timeout=1.0)
+        except queue.Empty:
+            session.check_health()
+
+
+def _killed_result(batch: Batch, exc: BaseException, root_seed: int | None) -> BatchResult:
+    i, params = batch.indices[0], batch.params[0]
+    msg = (
+        "the worker running this task died (KilledWorker): out of memory, a crash in compiled "
+        "code, or its job was killed; see the worker logs"
+    )
+    failure = TaskFailure(i, _plain(params), msg, str(exc), exc)
+    seeds = None if root_seed is None else [task_seed(root_seed, i)]
+    return BatchResult([failure], [math.nan], bytes([ERROR]), seeds, None, False)

@@ -1,0 +1,120 @@
+"""Reading stored runs: status, result tables, and verification by recomputation."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engine
+from .results import OK, Results
+from .store import StoreError, load, load_inputs, read_manifest, results_digest
+
+
+def status_text(path: Path) -> str:
+    info = read_manifest(path)
+    results = load(path)
+    c = results.counts()
+    d = results._duration[~np.isnan(results._duration)]
+    last = info["sessions"][-1] if info.get("sessions") else {}
+    code = info.get("code") or {}
+    lines = [
+        f"run {info['run_id']}  ({info.get('status', '?')})",
+        f"  function  {info['function']['name']}",
+        f"  tasks     {info['tasks']['count']}  (sha256 {info['tasks']['sha256'][:12]})",
+        f"  seed      {info['seed']}",
+        f"  code      " + (f"{code['repository']} @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code else "not in a git repository"),
+        f"  cluster   {last.get('cluster', {}).get('profile', '?')} (last of {len(info.get('sessions', []))} session(s))",
+        f"  created   {info['created']}" + (f", finished {info['finished']}" if info.get("finished") else ""),
+        f"done {c['ok'] + c['error']} of {len(results)}: {c['ok']} ok, {c['error']} failed, {c['pending']} pending",
+    ]
+    if d.size:
+        lines.append(
+            f"task time: total {d.sum():.1f} s, mean {d.mean() * 1e3:.2f} ms, median {np.median(d) * 1e3:.2f} ms, max {d.max():.3f} s"
+        )
+    for f in results.errors[:5]:
+        lines.append(f"  failed task {f.index}: {f.error}")
+    if c["error"] > 5:
+        lines.append(f"  ... and {c['error'] - 5} more failures (sweepkit results shows them all)")
+    return "\n".join(lines)
+
+
+def write_table(frame, output: Path) -> None:
+    """Write a results table as CSV or Parquet (by suffix). Objects Parquet cannot
+    hold (models, arrays of mixed shape) are written as their text."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".parquet":
+        try:
+            frame.to_parquet(output, index=False)
+        except Exception:
+            frame = frame.copy()
+            for col in frame.columns[frame.dtypes == object]:
+                frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else repr(v))
+            frame.to_parquet(output, index=False)
+    else:
+        frame.to_csv(output, index=False)
+
+
+def verify(path: Path, sample: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+    """Recompute a sample of finished tasks serially, from the stored inputs, and
+    compare each with the stored result (floats must match bitwise)."""
+    path = Path(path)
+    info = read_manifest(path)
+    stored = load(path)
+    fn, tasks, shared = load_inputs(path)
+    report = []
+    from .manifest import fingerprint
+
+    for name, obj in shared.items():
+        if fingerprint(obj) != info["shared"].get(name):
+            report.append({"task": "-", "result": "mismatch", "detail": f"stored input shared[{name!r}] differs from its fingerprint"})
+    if info.get("results_sha256") and info.get("status") == "complete" and results_digest(stored) != info["results_sha256"]:
+        report.append({"task": "-", "result": "mismatch", "detail": "results.log no longer matches the digest in manifest.json"})
+    ok = np.flatnonzero(stored._status == OK)
+    if not ok.size:
+        raise StoreError(f"{path} has no finished task to verify")
+    chosen = np.sort(np.random.default_rng(seed).choice(ok, size=min(sample, ok.size), replace=False))
+    batch = engine.Batch(chosen.tolist(), [tasks[int(i)] for i in chosen])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        fresh = [
+            engine.run_batch(fn, engine.Batch([i], [p]), shared, stored.seed, info["uses_rng"], False, in_process=True)
+            for i, p in zip(batch.indices, batch.params)
+        ]
+    for i, res in zip(batch.indices, fresh):
+        if res.statuses[0] != OK:
+            report.append({"task": i, "result": "mismatch", "detail": f"recomputing raised {res.values[0].error}"})
+        elif same(res.values[0], stored[i]):
+            report.append({"task": i, "result": "match", "detail": ""})
+        else:
+            report.append({"task": i, "result": "mismatch", "detail": f"stored {_brief(stored[i])}, recomputed {_brief(res.values[0])}"})
+    return report
+
+
+def same(a: Any, b: Any) -> bool:
+    """Exact equality: floats bitwise (NaN equals NaN), containers element by element."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "equals"):  # pandas
+        return bool(a.equals(b))
+    try:
+        return bool(a == b) or pickle.dumps(a) == pickle.dumps(b)
+    except Exception:
+        return pickle.dumps(a) == pickle.dumps(b)
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."

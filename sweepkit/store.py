@@ -1,0 +1,319 @@
+"""A durable run: every finished task on disk as it arrives, resumable, with provenance.
+
+Layout of a store folder::
+
+    manifest.json      what produced the run (see sweepkit.manifest) and its progress
+    results.log        append-only records, each a batch of finished tasks
+    inputs/            the function, tasks and shared objects (pickled), for verify
+    job-script.sh      the script a batch-scheduler profile submits (if any)
+    .lock              held by the driver writing the store
+
+``results.log`` is a sequence of frames ``b"SWK1" | length | crc32 | payload``;
+each frame is written with one ``write`` and fsynced. A crash can only leave a
+torn last frame, which readers ignore and the next writer cuts off.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import manifest as mf
+from .results import ERROR, OK, Results, TaskFailure
+from .tasks import as_tasks
+
+__all__ = ["open_store", "load", "StoreError", "StoreLocked", "StoreMismatch"]
+
+MAGIC = b"SWK1"
+HEADER = struct.Struct("<4sII")  # magic, payload length, crc32
+LOG, MANIFEST, INPUTS, LOCK, JOB_SCRIPT = "results.log", "manifest.json", "inputs", ".lock", "job-script.sh"
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked."""
+
+
+class StoreLocked(StoreError):
+    """Another driver is writing to this store."""
+
+
+class StoreMismatch(StoreError):
+    """The store holds a different sweep than the one asked for."""
+
+
+# -- the log ----------------------------------------------------------------------------
+def read_frames(path: Path) -> tuple[list[bytes], int, str | None]:
+    """Payloads of the whole frames in ``path``, the offset after the last one, and a
+    problem if a complete frame is damaged (a torn tail is not a problem)."""
+    frames: list[bytes] = []
+    data = path.read_bytes() if path.exists() else b""
+    pos = 0
+    while pos + HEADER.size <= len(data):
+        magic, length, crc = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + length
+        if magic != MAGIC:
+            return frames, pos, f"{path}: no record starts at byte {pos} (the file was modified)"
+        if end > len(data):
+            break  # torn tail: a write cut short by a crash
+        payload = data[pos + HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            return frames, pos, f"{path}: the record at byte {pos} fails its checksum (the file was modified)"
+        frames.append(payload)
+        pos = end
+    return frames, pos, None
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def records(path: Path) -> Iterator[tuple]:
+    """Every stored task record ``(index, status, value, duration, worker, seed)``, in
+    the order written; a task written twice appears twice (the last one counts)."""
+    frames, _, problem = read_frames(path)
+    if problem:
+        raise StoreError(problem)
+    for payload in frames:
+        yield from pickle.loads(payload)
+
+
+# -- opening a store for a sweep ------------------------------------------------------------
+class Store:
+    """An open store, locked by this driver until :meth:`close`."""
+
+    def __init__(self, path: Path, lock_fd: int, info: dict, seed: int):
+        self.path, self._lock_fd, self.info, self.seed = path, lock_fd, info, seed
+        self._log = os.open(path / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.written = 0
+
+    def load_into(self, results: Results) -> None:
+        for i, status, value, duration, worker, seed in records(self.path / LOG):
+            results._record(i, value, status, duration, worker, seed)
+
+    def append(self, indices: list[int], res) -> None:
+        seeds = res.seeds or [None] * len(indices)
+        rows = list(zip(indices, res.statuses, res.values, res.durations, [res.worker] * len(indices), seeds))
+        os.write(self._log, frame(_dumps(rows)))
+        os.fsync(self._log)
+        self.written += len(rows)
+
+    def close(self, results: Results) -> None:
+        """Record the outcome in the manifest and release the lock."""
+        try:
+            counts = results.counts()
+            session = self.info["sessions"][-1]
+            session.update(finished=mf.now(), computed=self.written)
+            self.info.update(
+                finished=mf.now() if counts["pending"] == 0 else None,
+                status="complete" if counts["pending"] == 0 else "incomplete",
+                counts=counts,
+                results_sha256=results_digest(results),
+            )
+            mf.write_json(self.path / MANIFEST, self.info)
+        finally:
+            os.close(self._log)
+            os.close(self._lock_fd)
+
+
+def open_store(path, fn, tasks, shared: dict, seed: int | None, session, uses_rng: bool) -> Store:
+    """Open (or create) the store of this sweep; refuse if it holds a different one."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock(path)
+    try:
+        identity = {
+            "function": mf.function_identity(fn),
+            "tasks": mf.tasks_identity(tasks),
+            "shared": {name: mf.fingerprint(obj) for name, obj in shared.items()},
+        }
+        old = _read_manifest(path)
+        if old is not None:
+            _check_same(path, old, identity, seed)
+            seed = old["seed"]
+        else:
+            seed = int(seed if seed is not None else np.random.SeedSequence().entropy)
+        info = old or {
+            "run_id": uuid.uuid4().hex,
+            "created": mf.now(),
+            **identity,
+            "seed": seed,
+            "uses_rng": uses_rng,
+            "code": mf.git_info(identity["function"]["file"] or _main_file()),
+            "sessions": [],
+        }
+        info["status"] = "running"
+        info["sessions"].append(_session_info(session))
+        if session is not None and (script := session.backend.job_script(session.profile.options)):
+            mf.write_text(path / JOB_SCRIPT, mf.redact(script))
+            info["job_script"] = JOB_SCRIPT
+        if old is None:
+            _save_inputs(path, fn, tasks, shared)
+        _cut_torn_tail(path / LOG)
+        mf.write_json(path / MANIFEST, info)
+        return Store(path, lock_fd, info, seed)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLocked(
+            f"store {path} is in use by another sweep ({holder}); wait for it to finish, "
+            "or give this sweep another store folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": mf.environment()["host"], "since": mf.now()}).encode(), 0)
+    return fd
+
+
+def _check_same(path: Path, old: dict, new: dict, seed: int | None) -> None:
+    changed = []
+    if old["function"].get("name") != new["function"]["name"]:
+        changed.append(f"the function ({old['function']['name']} -> {new['function']['name']})")
+    elif _code_hash(old["function"]) != _code_hash(new["function"]):
+        changed.append(f"the function's code ({new['function']['name']} was edited)")
+    if old["tasks"]["sha256"] != new["tasks"]["sha256"]:
+        changed.append(f"the tasks ({old['tasks']['count']} stored, {new['tasks']['count']} now, or their parameters differ)")
+    if seed is not None and seed != old["seed"]:
+        changed.append(f"the seed ({old['seed']} stored, {seed} now)")
+    for name in sorted(set(old["shared"]) | set(new["shared"])):
+        if old["shared"].get(name) != new["shared"].get(name):
+            what = "added" if name not in old["shared"] else "removed" if name not in new["shared"] else "its contents differ"
+            changed.append(f"shared object {name!r} ({what})")
+    if changed:
+        raise StoreMismatch(
+            f"store {path} holds a different sweep; changed since it was started: {'; '.join(changed)}. "
+            "To start a new run, give sweep() another store folder (or delete this one); "
+            "to resume the stored run, call it with the same function, tasks, seed and shared data."
+        )
+
+
+def _code_hash(identity: dict) -> str | None:
+    return identity.get("source_sha256") or identity.get("pickle_sha256")
+
+
+def _session_info(session) -> dict[str, Any]:
+    info: dict[str, Any] = {"started": mf.now(), "environment": mf.environment()}
+    if session is None:
+        info["cluster"] = {"profile": "serial"}
+    else:
+        p = session.profile
+        info["cluster"] = {"profile": p.name, "backend": p.backend, "source": p.source, "options": p.options}
+    return info
+
+
+def _save_inputs(path: Path, fn, tasks, shared: dict) -> None:
+    import cloudpickle
+
+    folder = path / INPUTS
+    folder.mkdir(exist_ok=True)
+    for name, obj in [("function", fn), ("tasks", tasks), ("shared", shared)]:
+        tmp = folder / f".{name}.pkl.tmp"
+        with open(tmp, "wb") as f:
+            cloudpickle.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / f"{name}.pkl")
+
+
+def load_inputs(path) -> tuple[Any, Any, dict]:
+    """The function, tasks and shared objects a store was created with."""
+    folder = Path(path) / INPUTS
+    out = []
+    for name in ("function", "tasks", "shared"):
+        try:
+            with open(folder / f"{name}.pkl", "rb") as f:
+                out.append(pickle.load(f))
+        except FileNotFoundError:
+            raise StoreError(f"{folder / (name + '.pkl')} is missing: this store cannot be recomputed") from None
+    fn, tasks, shared = out
+    return fn, as_tasks(tasks), shared
+
+
+def _cut_torn_tail(log: Path) -> None:
+    _, end, problem = read_frames(log)
+    if problem:
+        raise StoreError(f"{problem}; refusing to append to a damaged store")
+    if log.exists() and log.stat().st_size > end:
+        with open(log, "r+b") as f:
+            f.truncate(end)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path / MANIFEST} is not valid JSON ({exc}); is {path} a sweepkit store?") from None
+
+
+def _main_file() -> str | None:
+    import __main__
+
+    return getattr(__main__, "__file__", None)
+
+
+def _dumps(rows: list) -> bytes:
+    try:
+        return pickle.dumps(rows, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(rows, protocol=5)
+        except Exception:  # an exception object that will not pickle: keep its text
+            rows = [(i, s, _text_only(v), d, w, sd) for i, s, v, d, w, sd in rows]
+            return cloudpickle.dumps(rows, protocol=5)
+
+
+def _text_only(value: Any) -> Any:
+    if isinstance(value, TaskFailure):
+        return TaskFailure(value.index, value.params, value.error, value.traceback, None)
+    return value
+
+
+def results_digest(results: Results) -> str:
+    """A hash of every task's status and value, in task order."""
+    h = hashlib.sha256()
+    for i, value in enumerate(results):
+        status = int(results._status[i])
+        h.update(pickle.dumps((i, status, value.error if status == ERROR else value if status == OK else None), protocol=4))
+    return h.hexdigest()
+
+
+# -- reading a store ------------------------------------------------------------------------
+def read_manifest(path) -> dict:
+    found = _read_manifest(Path(path))
+    if found is None:
+        raise StoreError(f"{path} is not a sweepkit store (no {MANIFEST}); pass the folder given as store= or --out")
+    return found
+
+
+def load(path) -> Results:
+    """The :class:`Results` of a stored run (finished or not; tasks without a result
+    yet are ``PENDING``). Safe to call while the run is still writing."""
+    path = Path(path)
+    info = read_manifest(path)
+    _, tasks, _ = load_inputs(path)
+    results = Results(tasks, info["seed"], uses_rng=info["uses_rng"], info=info)
+    for i, status, value, duration, worker, seed in records(path / LOG):
+        results._record(i, value, status, duration, worker, seed)
+    return results
