@@ -36,16 +36,20 @@ class Session:
     """A running Dask cluster and its client, built from a profile."""
 
     def __init__(self, profile: profiles.Profile):
+        import dask
         from distributed import Client
+
+        from .backends import LEAN_DASK_CONFIG
 
         self.profile = profile
         self.backend = backend_for(profile.backend, profile.name)
-        self.cluster = self.backend.start(profile.options)
-        try:
-            self.client = Client(self.cluster, set_as_default=False)
-        except BaseException:
-            self._close_cluster()
-            raise
+        with dask.config.set(LEAN_DASK_CONFIG):  # read by the scheduler's periodic callbacks as it starts
+            self.cluster = self.backend.start(profile.options)
+            try:
+                self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
+            except BaseException:
+                self._close_cluster()
+                raise
         self._slots = (0, 0.0)  # (threads, when counted)
         self.closed = False
 

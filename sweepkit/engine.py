@@ -117,7 +117,7 @@ class BatchSizer:
     every worker stays busy to the last task. A ``fixed`` size overrides all that.
     """
 
-    def __init__(self, fixed: int | None = None, target: float = 0.25, limit: int = 10_000):
+    def __init__(self, fixed: int | None = None, target: float = 0.5, limit: int = 10_000):
         self.fixed, self.target, self.limit = fixed, target, limit
         self.per_task: float | None = None  # smoothed seconds per task
         self.largest = 1
@@ -182,10 +182,6 @@ def run_serial(fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, size
             return
 
 
-class WorkerLost(Exception):
-    """Raised on the driver when a batch could not run because its workers kept dying."""
-
-
 def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, sizer, collector) -> None:
     """Run the tasks on the session's Dask cluster, streaming results back.
 
@@ -194,6 +190,8 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
     in flight; a batch whose worker died is split into single tasks and retried.
     """
     from distributed import KilledWorker
+
+    from .cluster import ClusterError
 
     client = session.client
     session.ensure_workers()
@@ -208,7 +206,13 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
             pure=False, key=f"sweepkit-batch-{batch.indices[0]}-{os.urandom(4).hex()}",
         )
         in_flight[fut] = batch
-        fut.add_done_callback(done.put)
+        fut.add_done_callback(fetch)
+
+    def fetch(fut) -> None:  # on distributed's callback thread: results arrive while we record
+        try:
+            done.put((fut, fut.result()))
+        except BaseException as exc:
+            done.put((fut, exc))
 
     source = batches(tasks, todo, lambda unsent: sizer.next(unsent, session.slots()))
     try:
@@ -220,10 +224,12 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
                 submit(batch)
             if not in_flight:
                 return
-            fut = _next_done(done, session)
+            fut, res = _next_done(done, session)
             batch = in_flight.pop(fut)
-            if fut.status == "error":
-                exc = fut.exception()
+            if isinstance(res, BaseException):
+                exc = res
+                if fut.cancelled():
+                    raise ClusterError("a batch was cancelled by the scheduler: did the cluster shut down?")
                 if isinstance(exc, KilledWorker):
                     if len(batch.indices) > 1:  # find the task that kills workers
                         retry.extend(Batch([i], [p]) for i, p in zip(batch.indices, batch.params))
@@ -231,10 +237,6 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
                     res = _killed_result(batch, exc, root_seed if uses_rng else None)
                 else:
                     raise session.explain_failure(exc) from exc
-            elif fut.status == "cancelled":
-                raise WorkerLost("a batch was cancelled by the scheduler (the cluster shut down?)")
-            else:
-                res = fut.result()
             sizer.observe(len(res.durations), sum(res.durations))
             collector.add(batch, res)
             if res.stopped:

@@ -56,7 +56,7 @@ pid_alive() {
 }
 
 # read_pid FILE -> prints the pid stored in FILE (empty if none).
-read_pid() { [[ -r $1 ]] && tr -dc '0-9' <"$1" || true; }
+read_pid() { if [[ -r $1 ]]; then tr -dc '0-9' <"$1"; fi; }
 
 # daemon_running PIDFILE NAME
 daemon_running() {
@@ -74,7 +74,7 @@ spawn_detached() {
     local logfile=$1
     shift
     (
-        for fd in /proc/$BASHPID/fd/*; do
+        for fd in "/proc/$BASHPID/fd/"*; do
             fd=${fd##*/}
             if [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)); then
                 eval "exec $fd>&-" 2>/dev/null || true
@@ -82,6 +82,7 @@ spawn_detached() {
         done
         exec setsid "$@" </dev/null >>"$logfile" 2>&1
     ) &
+    # shellcheck disable=SC2034 # read by the sourcing script
     SPAWNED_PID=$!
 }
 
@@ -111,7 +112,10 @@ wait_for() {
     shift 2
     deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
+        if ((SECONDS >= deadline)); then
+            log "gave up after ${timeout}s waiting for: $what"
+            return 1
+        fi
         sleep 0.2
     done
 }

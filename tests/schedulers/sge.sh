@@ -10,8 +10,9 @@
 # a second; after the daemons died it restarts them.
 set -euo pipefail
 
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$SCRIPT_DIR/common.sh"
 LOG_TAG=sge
 
 export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
@@ -19,6 +20,7 @@ SGE_SPOOL=/var/spool/gridengine
 STATE_DIR=$STATE_ROOT/sge
 QMASTER_PIDFILE=$STATE_DIR/qmaster.pid
 EXECD_PIDFILE=$STATE_DIR/execd.pid
+CONFIG_STAMP=$STATE_DIR/configured
 PACKAGES=(gridengine-master gridengine-exec gridengine-client gridengine-common)
 HOST=$(hostname)
 QUEUE=all.q
@@ -121,11 +123,19 @@ start_daemons() {
         log "host name files changed: restarting daemons"
         stop_daemons
     fi
-    qmaster_running || start_daemon sge_qmaster "$QMASTER_PIDFILE" SGE_QMASTER_PIDFILE
-    wait_for 30 "qmaster answers" qconf -sh || { show_logs; die "qmaster does not answer"; }
+    if ! qmaster_running; then
+        start_daemon sge_qmaster "$QMASTER_PIDFILE" SGE_QMASTER_PIDFILE
+        QMASTER_STARTED=1
+        wait_for 30 "qmaster answers" qconf -sh || { show_logs; die "qmaster does not answer"; }
+    fi
 }
 
 start_execd() {
+    # A running execd takes about 30 s to notice a new qmaster; restarting it
+    # is faster (its jobs keep running under their shepherds).
+    if ((${QMASTER_STARTED:-0})) && execd_running; then
+        stop_pidfile "$EXECD_PIDFILE" sge_execd 30
+    fi
     execd_running || start_daemon sge_execd "$EXECD_PIDFILE" SGE_EXECD_PIDFILE
 }
 
@@ -164,22 +174,30 @@ ensure_attrs() {
         key=$1 value=$2
         shift 2
         if [[ $(awk -v k="$key" '$1 == k {print $2}' <<<"$current") != "$value" ]]; then
-            sed_args+=(-e "s|^$key[[:space:]].*|$key $value|")
+            sed_args+=(-e "s|^${key}[[:space:]].*|$key $value|")
         fi
     done
     ((${#sed_args[@]})) || return 0
     log "qconf $modify: ${sed_args[*]}"
-    file=$(mktemp -d)/$filename # -Mconf takes the configuration name from the file name
+    file=$WORK_DIR/$filename # -Mconf takes the configuration name from the file name
     sed "${sed_args[@]}" <<<"$current" >"$file"
     qconf_q "$modify" "$file"
-    rm -rf "${file%/*}"
+}
+
+# ensure_complex NAME YES|NO: make NAME requestable, and consumable or not.
+ensure_complex() {
+    local name=$1 consumable=$2 file=$WORK_DIR/complex
+    if [[ $(qconf -sc | awk -v n="$name" '$1 == n {print $5 $6}') != "YES$consumable" ]]; then
+        qconf -sc | awk -v n="$name" -v c="$consumable" '$1 == n {$5 = "YES"; $6 = c} {print}' >"$file"
+        log "complex $name: requestable YES, consumable $consumable"
+        qconf_q -Mc "$file"
+    fi
 }
 
 in_list() { qconf "$1" 2>/dev/null | grep -qx "$2"; }
 
 configure_sge() {
-    local tmp mem
-    tmp=$(mktemp -d)
+    local tmp=$WORK_DIR mem
     in_list -sm root || qconf_q -am root
     in_list -sh "$HOST" || qconf_q -ah "$HOST"
     in_list -ss "$HOST" || qconf_q -as "$HOST"
@@ -187,24 +205,24 @@ configure_sge() {
     # Root runs the jobs in tests (min_uid 1000 rejects them); unix_behavior
     # honours a job script's #! line.
     ensure_attrs "qconf -sconf global" -Mconf global \
-        min_uid 0 min_gid 0 shell_start_mode unix_behavior load_report_time 00:00:05
+        min_uid 0 min_gid 0 shell_start_mode unix_behavior
     # schedd_job_info makes `qstat -j ID` say why a job cannot be scheduled.
     ensure_attrs "qconf -ssconf" -Msconf sched_conf \
         schedule_interval 0:0:1 schedd_job_info true
 
-    # h_vmem becomes a consumable with the host's real memory, so a request
-    # for more than the host has stays pending with a readable reason.
-    if [[ $(qconf -sc | awk '$1 == "h_vmem" {print $6}') != YES ]]; then
-        qconf -sc | sed -E 's/^(h_vmem[[:space:]]+h_vmem[[:space:]]+MEMORY[[:space:]]+<=[[:space:]]+YES[[:space:]]+)NO/\1YES/' >"$tmp/complex"
-        qconf_q -Mc "$tmp/complex"
-    fi
-
+    # A request for more memory than the host has must stay pending with a
+    # readable reason: mem_free is a consumable and h_vmem a fixed limit, both
+    # set to the host's real memory. h_vmem must not be a consumable: its
+    # default (0) would then give every job that does not request it a 10 MiB
+    # address-space limit (Python dies at start-up with MemoryError).
+    ensure_complex mem_free YES
+    ensure_complex h_vmem NO
     if ! qconf -se "$HOST" >/dev/null 2>&1; then
         qconf -se template | grep -vE '^(load_values|processors)[[:space:]]' |
             sed "s/^hostname .*/hostname $HOST/" >"$tmp/exechost"
         qconf_q -Ae "$tmp/exechost"
     fi
-    mem="h_vmem=$(mem_total_kib)K"
+    mem="h_vmem=$(mem_total_kib)K,mem_free=$(mem_total_kib)K"
     if [[ $(qconf -se "$HOST" | awk '$1 == "complex_values" {print $2}') != "$mem" ]]; then
         qconf_q -rattr exechost complex_values "$mem" "$HOST"
     fi
@@ -226,31 +244,37 @@ configure_sge() {
         # `qconf -sq` without a name prints the template.
         ensure_attrs "qconf -sq" -Aq "$QUEUE" qname "$QUEUE" "${queue_attrs[@]}"
     fi
-    rm -rf "$tmp"
+}
+
+config_stamp() {
+    { cat "$SCRIPT_DIR/sge.sh" "$SCRIPT_DIR/common.sh"
+      echo "$HOST $(mem_total_kib) $(read_pid "$QMASTER_PIDFILE")"; } | sha256sum | cut -c 1-16
 }
 
 # ---------------------------------------------------------------- checks
 
-# States of the queue instance on this host ("" when healthy, "u" while execd
-# has not reported yet, "E" after a failed job start...).
+# States of the queue instance on this host: "" when healthy, "u" while execd
+# has not reported yet, "E" after a failed job start, "-" if qstat fails...
 queue_states() {
-    qstat -f -q "$QUEUE@$HOST" 2>/dev/null | awk -v q="$QUEUE@$HOST" '$1 == q {print (NF >= 6 ? $6 : "")}'
+    qstat -f -q "$QUEUE@$HOST" 2>/dev/null |
+        awk -v q="$QUEUE@$HOST" '$1 == q {found = 1; print (NF >= 6 ? $6 : "")} END {if (!found) print "-"}'
 }
+queue_ready() { [[ -z $(queue_states) ]]; }
 
 wait_queue_ready() {
     local states
-    if [[ $(queue_states) == *E* ]]; then
+    states=$(queue_states)
+    [[ -z $states ]] && return 0
+    if [[ $states == *E* ]]; then
         log "clearing error state of $QUEUE@$HOST"
         qmod -c "$QUEUE@$HOST" >/dev/null
     fi
-    if ! wait_for 60 "queue instance ready" test_queue_ready; then
-        states=$(queue_states)
+    if ! wait_for 60 "queue instance ready" queue_ready; then
         qstat -f >&2 || true
         show_logs
-        die "queue $QUEUE@$HOST not ready (states '${states}')"
+        die "queue $QUEUE@$HOST not ready (states '$(queue_states)')"
     fi
 }
-test_queue_ready() { [[ $(qstat -f -q "$QUEUE@$HOST" | awk -v q="$QUEUE@$HOST" '$1 == q {print NF}') == 5 ]]; }
 
 run_test_job() {
     local out
@@ -269,10 +293,17 @@ run_test_job() {
 cmd_start() {
     require_root
     local t0=$SECONDS
+    WORK_DIR=$(mktemp -d)
+    trap 'rm -rf "$WORK_DIR"' EXIT
     install -d -m 755 "$STATE_ROOT" "$STATE_DIR"
     install_sge
     start_daemons
-    configure_sge
+    # Checking the whole configuration takes ~17 qconf calls (1-3 s): skip it
+    # when this qmaster was already configured by this very script.
+    if [[ ! -r $CONFIG_STAMP || $(<"$CONFIG_STAMP") != "$(config_stamp)" ]]; then
+        configure_sge
+        config_stamp >"$CONFIG_STAMP"
+    fi
     start_execd
     wait_queue_ready
     if ((CHANGED)); then
