@@ -59,9 +59,9 @@ class Session:
         return getattr(self.cluster, "dashboard_link", None)
 
     def describe(self) -> str:
-        workers = self.profile.options.get("workers")
-        size = "" if workers is None else f"{workers[0]}" if workers[0] == workers[1] else f"{workers[0]}-{workers[1]} (adaptive)"
-        return f"cluster {self.profile.name!r} ({self.profile.backend}, {size or 'default'} workers)"
+        low, high = self.profile.options.get("workers") or (0, 0)
+        size = f"{high} workers" if low == high else f"{low}-{high} workers, adaptive"
+        return f"cluster {self.profile.name!r} ({self.profile.backend}, {size})"
 
     def slots(self) -> int:
         """Worker threads in the cluster now (counted at most once a second)."""
@@ -121,6 +121,14 @@ class Session:
                 "the workers run (the driver's, by default), or put it on PYTHONPATH."
             )
         return ClusterError(f"a batch failed on {self.describe()}: {type(exc).__name__}: {exc}.{hint}")
+
+    # -- activation: ``with session:`` runs the block's sweeps here, without closing it --
+    def __enter__(self) -> Session:
+        _stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _stack.remove(self)
 
     # -- shutting down ---------------------------------------------------------------
     def close(self) -> None:

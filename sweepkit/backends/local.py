@@ -57,8 +57,13 @@ class LocalBackend(Backend):
     name = "local"
     defaults = {**COMMON, "memory": "auto", "startup-timeout": 60}
 
+    def validate(self, options: dict[str, Any]) -> dict[str, Any]:
+        options = super().validate(options)
+        options["workers"] = options["workers"] or (os.cpu_count() or 1,) * 2  # one per core
+        return options
+
     def start(self, options: dict[str, Any]):
-        low, high = options["workers"] or (os.cpu_count() or 1,) * 2
+        low, high = options["workers"]
         scratch = tempfile.mkdtemp(prefix="sweepkit-local-")
         env = {k: v for k, v in os.environ.items() if k not in ("SWEEPKIT_CLUSTER", "MALLOC_TRIM_THRESHOLD_")}
         env.update(worker_environment(options), SWEEPKIT_PARENT_PID=str(os.getpid()))
