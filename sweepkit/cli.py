@@ -58,16 +58,34 @@ def main(argv: list[str] | None = None) -> None:
     ver.add_argument("store", type=Path)
     ver.add_argument("--sample", type=int, default=10, help="how many finished tasks to recompute (default 10)")
 
-    if argv and argv[0] == "run":  # the script's own options pass through untouched
-        args, rest = parser.parse_known_args(argv)
-    else:
-        args, rest = parser.parse_args(argv), []
+    rest: list[str] = []
+    if argv and argv[0] == "run":  # the script's own options (and --help after it) pass through
+        argv, rest = split_run_args(argv)
+    args = parser.parse_args(argv)
     try:
         sys.exit(COMMANDS[args.command](args, rest) or 0)
     except (profiles.ProfileError, ValueError, TypeError, ImportError, RuntimeError, FileNotFoundError) as exc:
         if os.environ.get("SWEEPKIT_DEBUG"):
             raise
         sys.exit(f"sweepkit {args.command}: error: {exc}")
+
+
+def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``run SCRIPT ...``: sweepkit's own flags, wherever they are, and the script's options."""
+    own, rest, script_seen = argv[:1], [], False
+    tokens = iter(argv[1:])
+    for token in tokens:
+        name = token.split("=", 1)[0]
+        if name in CLUSTER_FLAGS:
+            own += [token] if "=" in token else [token, next(tokens, "")]
+        elif name in ("--progress", "--no-progress") or (not script_seen and token.startswith("-")):
+            own.append(token)
+        elif not script_seen:
+            own.append(token)
+            script_seen = True
+        else:
+            rest.append(token)
+    return own, rest
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser, cluster: bool = True) -> None:

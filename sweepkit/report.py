@@ -23,7 +23,7 @@ def status_text(path: Path) -> str:
     code = info.get("code") or {}
     lines = [
         f"run {info['run_id']}  ({info.get('status', '?')})",
-        f"  function  {info['function']['name']}",
+        f"  function  {info['function']['name']}" + (f"  ({info['function']['file']})" if info["function"].get("file") else ""),
         f"  tasks     {info['tasks']['count']}  (sha256 {info['tasks']['sha256'][:12]})",
         f"  seed      {info['seed']}",
         f"  code      " + (f"{code['repository']} @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code else "not in a git repository"),

@@ -185,10 +185,9 @@ def _lock(path: Path) -> int:
 
 def _check_same(path: Path, old: dict, new: dict, seed: int | None) -> None:
     changed = []
-    if old["function"].get("name") != new["function"]["name"]:
-        changed.append(f"the function ({old['function']['name']} -> {new['function']['name']})")
-    elif _code_hash(old["function"]) != _code_hash(new["function"]):
-        changed.append(f"the function's code ({new['function']['name']} was edited)")
+    if _code_hash(old["function"]) != _code_hash(new["function"]):  # a name alone (__main__.f vs module.f) is no change
+        before, now = old["function"]["name"], new["function"]["name"]
+        changed.append(f"the function's code ({now} was edited)" if before == now else f"the function ({before} -> {now})")
     if old["tasks"]["sha256"] != new["tasks"]["sha256"]:
         changed.append(f"the tasks ({old['tasks']['count']} stored, {new['tasks']['count']} now, or their parameters differ)")
     if seed is not None and seed != old["seed"]:
