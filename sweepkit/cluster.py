@@ -43,13 +43,17 @@ class Session:
 
         self.profile = profile
         self.backend = backend_for(profile.backend, profile.name)
-        with dask.config.set(LEAN_DASK_CONFIG):  # read by the scheduler's periodic callbacks as it starts
+        self._config = dask.config.set(LEAN_DASK_CONFIG)  # for the scheduler, in this process, while it runs
+        try:
             self.cluster = self.backend.start(profile.options)
-            try:
-                self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
-            except BaseException:
-                self._close_cluster()
-                raise
+        except BaseException:
+            self._config.__exit__(None, None, None)
+            raise
+        try:
+            self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
+        except BaseException:
+            self._close_cluster()
+            raise
         self._slots = (0, 0.0)  # (threads, when counted)
         self.closed = False
 
@@ -148,6 +152,7 @@ class Session:
             cleanup = getattr(self.backend, "cleanup", None)
             if cleanup:
                 cleanup(self.cluster)
+            self._config.__exit__(None, None, None)
 
 
 @contextlib.contextmanager

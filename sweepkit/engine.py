@@ -141,11 +141,12 @@ class BatchSizer:
 
 def batches(tasks: Tasks, todo: list[int], size: Callable[[int], int]) -> Iterator[Batch]:
     """Cut ``todo`` into batches; ``size(unsent)`` decides each batch's length."""
+    get = tasks._get  # indices come from range(len(tasks)): no bounds checks needed
     start = 0
     while start < len(todo):
         stop = start + size(len(todo) - start)
         indices = todo[start:stop]
-        yield Batch(indices, [tasks[j] for j in indices])
+        yield Batch(indices, [get(j) for j in indices])
         start = stop
 
 
@@ -157,12 +158,9 @@ class Collector:
         self.first_failure: TaskFailure | None = None
 
     def add(self, batch: Batch, res: BatchResult) -> None:
-        record = self.results._record
-        seeds = res.seeds or [None] * len(res.values)
-        for i, value, status, duration, seed in zip(batch.indices, res.values, res.statuses, res.durations, seeds):
-            record(i, value, status, duration, res.worker, seed)
-            if status == ERROR and self.first_failure is None:
-                self.first_failure = value
+        self.results._record_many(batch.indices, res.values, res.statuses, res.durations, res.worker, res.seeds)
+        if self.first_failure is None and ERROR in res.statuses:
+            self.first_failure = res.values[res.statuses.index(ERROR)]
         if self.store is not None:
             self.store.append(batch.indices[: len(res.values)], res)
         if self.progress is not None:

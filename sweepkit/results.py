@@ -93,6 +93,30 @@ class Results(Sequence):
         self._failures: dict[int, TaskFailure] = {}
 
     # -- filled in by the engine and the store -------------------------------------
+    def _record_many(self, indices: list[int], values: list, statuses: bytes, durations: list[float], worker: str | None, seeds: list[int] | None) -> None:
+        """Record a batch of finished tasks (the engine's hot path: no per-task Python work
+        beyond placing each value)."""
+        n = len(values)
+        where = slice(indices[0], indices[0] + n) if indices[n - 1] - indices[0] == n - 1 else indices[:n]
+        if isinstance(where, slice):
+            self._values[where] = values
+            self._worker[where] = [worker] * n
+        else:
+            for i, v in zip(where, values):
+                self._values[i] = v
+                self._worker[i] = worker
+        self._status[where] = np.frombuffer(statuses, dtype=np.int8)
+        self._duration[where] = durations
+        if seeds is not None and self._task_seed is not None:
+            self._task_seed[where] = seeds
+        if self._failures:  # a retried task that failed before
+            for i in indices[:n]:
+                self._failures.pop(i, None)
+        if ERROR in statuses:
+            for i, v, s in zip(indices, values, statuses):
+                if s == ERROR:
+                    self._failures[i] = v
+
     def _record(self, i: int, value: Any, status: int, duration: float, worker: str | None, seed: int | None) -> None:
         self._values[i] = value
         self._status[i] = status

@@ -109,13 +109,18 @@ def grid(**axes: Any) -> Tasks:
     names = list(axes)
     sizes = [len(v) for v in values]
     total = math.prod(sizes)
+    if len(names) == 1:
+        (name,), (vals,) = names, values
+        return Tasks(total, lambda i: {name: vals[i]}, frozenset(names))
+    backwards = sizes[::-1]
 
     def get(i: int) -> dict:
-        task = {}
-        for name, vals, size in zip(reversed(names), reversed(values), reversed(sizes)):
+        digits = []
+        for size in backwards:  # mixed-radix digits of i, last axis fastest
             i, j = divmod(i, size)
-            task[name] = vals[j]
-        return dict(reversed(task.items()))
+            digits.append(j)
+        digits.reverse()
+        return {name: vals[j] for name, vals, j in zip(names, values, digits)}
 
     return Tasks(total, get, frozenset(names))
 

@@ -180,10 +180,10 @@ class JobQueueBackend(Backend):
             **self.job_kwargs(options),
         )
         cluster._sweepkit_journal = journal
-        if low == high:
-            cluster.scale(high)
-        else:
-            cluster.adapt(minimum=low, maximum=high)
+        # Adaptive even for a fixed number: a worker whose job ends (walltime, preemption,
+        # a node failure, qdel) is replaced lost-worker-timeout later. The sweep keeps a
+        # second or two of work per worker in flight: count that as demand for workers.
+        cluster.adapt(minimum=low, maximum=high, target_duration="1s")
         return cluster
 
     def job_script(self, options: dict[str, Any]) -> str:
