@@ -105,16 +105,23 @@ class Session:
             raise ClusterError(f"{self.describe()} cannot run the sweep: {problem}")
 
     def scatter(self, fn, shared: dict[str, Any]):
-        """Send ``fn`` and each shared object to every worker, once, under unique keys."""
-        futures = {}
-        for name, obj in [("the function", fn), *shared.items()]:
-            try:
-                futures[name] = self.client.scatter(obj, broadcast=True, hash=False)
-            except Exception as exc:
-                what = "the function" if name == "the function" else f"shared[{name!r}]"
-                raise TypeError(f"{what} cannot be sent to the workers: {type(exc).__name__}: {exc}") from exc
-        fn_future = futures.pop("the function")
-        return fn_future, futures
+        """Send ``fn`` and each shared object to every worker, once, under fresh keys.
+
+        Everything goes in one list, so each object (a dict or a list included) stays
+        one opaque value under a random key: two sweeps never share a key.
+        """
+        import cloudpickle
+
+        try:
+            fn_future, *futures = self.client.scatter([fn, *shared.values()], broadcast=True, hash=False)
+        except Exception as exc:
+            for name, obj in [("the function", fn), *((f"shared[{k!r}]", v) for k, v in shared.items())]:
+                try:
+                    cloudpickle.dumps(obj)
+                except Exception as why:
+                    raise TypeError(f"{name} cannot be sent to the workers: {type(why).__name__}: {why}") from exc
+            raise
+        return fn_future, dict(zip(shared, futures))
 
     def explain_failure(self, exc: BaseException) -> Exception:
         """A clear error for a batch that failed outside the user's function."""

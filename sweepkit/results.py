@@ -117,18 +117,6 @@ class Results(Sequence):
                 if s == ERROR:
                     self._failures[i] = v
 
-    def _record(self, i: int, value: Any, status: int, duration: float, worker: str | None, seed: int | None) -> None:
-        self._values[i] = value
-        self._status[i] = status
-        self._duration[i] = duration
-        self._worker[i] = worker
-        if seed is not None and self._task_seed is not None:
-            self._task_seed[i] = seed
-        if status == ERROR:
-            self._failures[i] = value
-        else:
-            self._failures.pop(i, None)
-
     # -- the list interface ----------------------------------------------------------
     def __len__(self) -> int:
         return len(self._values)

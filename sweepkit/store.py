@@ -78,14 +78,20 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def records(path: Path) -> Iterator[tuple]:
-    """Every stored task record ``(index, status, value, duration, worker, seed)``, in
+def stored_batches(path: Path) -> Iterator[tuple]:
+    """Every stored batch ``(indices, statuses, values, durations, worker, seeds)``, in
     the order written; a task written twice appears twice (the last one counts)."""
     frames, _, problem = read_frames(path)
     if problem:
         raise StoreError(problem)
     for payload in frames:
-        yield from pickle.loads(payload)
+        yield pickle.loads(payload)
+
+
+def records(path: Path) -> Iterator[tuple]:
+    """Every stored task ``(index, status, value, duration, worker, seed)``, in the order written."""
+    for indices, statuses, values, durations, worker, seeds in stored_batches(path):
+        yield from zip(indices, statuses, values, durations, [worker] * len(indices), seeds or [None] * len(indices))
 
 
 # -- opening a store for a sweep ------------------------------------------------------------
@@ -98,15 +104,13 @@ class Store:
         self.written = 0
 
     def load_into(self, results: Results) -> None:
-        for i, status, value, duration, worker, seed in records(self.path / LOG):
-            results._record(i, value, status, duration, worker, seed)
+        _load_batches(results, self.path / LOG)
 
     def append(self, indices: list[int], res) -> None:
-        seeds = res.seeds or [None] * len(indices)
-        rows = list(zip(indices, res.statuses, res.values, res.durations, [res.worker] * len(indices), seeds))
-        os.write(self._log, frame(_dumps(rows)))
+        batch = (list(indices), res.statuses, res.values, res.durations, res.worker, res.seeds)
+        os.write(self._log, frame(_dumps(batch)))
         os.fsync(self._log)
-        self.written += len(rows)
+        self.written += len(indices)
 
     def close(self, results: Results) -> None:
         """Record the outcome in the manifest and release the lock."""
@@ -270,17 +274,14 @@ def _main_file() -> str | None:
     return getattr(__main__, "__file__", None)
 
 
-def _dumps(rows: list) -> bytes:
-    try:
-        return pickle.dumps(rows, protocol=5)
-    except Exception:
-        import cloudpickle
+def _dumps(batch: tuple) -> bytes:
+    import cloudpickle
 
-        try:
-            return cloudpickle.dumps(rows, protocol=5)
-        except Exception:  # an exception object that will not pickle: keep its text
-            rows = [(i, s, _text_only(v), d, w, sd) for i, s, v, d, w, sd in rows]
-            return cloudpickle.dumps(rows, protocol=5)
+    try:
+        return cloudpickle.dumps(batch, protocol=5)
+    except Exception:  # an exception object that will not pickle: keep its text
+        indices, statuses, values, durations, worker, seeds = batch
+        return cloudpickle.dumps((indices, statuses, [_text_only(v) for v in values], durations, worker, seeds), protocol=5)
 
 
 def _text_only(value: Any) -> Any:
@@ -313,6 +314,10 @@ def load(path) -> Results:
     info = read_manifest(path)
     _, tasks, _ = load_inputs(path)
     results = Results(tasks, info["seed"], uses_rng=info["uses_rng"], info=info)
-    for i, status, value, duration, worker, seed in records(path / LOG):
-        results._record(i, value, status, duration, worker, seed)
+    _load_batches(results, path / LOG)
     return results
+
+
+def _load_batches(results: Results, log: Path) -> None:
+    for indices, statuses, values, durations, worker, seeds in stored_batches(log):
+        results._record_many(indices, values, statuses, durations, worker, seeds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import sweepkit
 from sweepkit import grid, sweep
 from sweepkit.cli import main as cli
 from sweepkit.report import verify
-from sweepkit.store import LOG, frame, read_frames
+from sweepkit.store import LOG, frame, read_frames, stored_batches
 
 RUN = """
 import os, sys, time
@@ -220,9 +221,11 @@ def test_verify_matches_an_honest_run_and_catches_an_altered_result(tmp_path, ca
     assert code.value.code == 0 and "50 of 50 recomputed tasks match" in capsys.readouterr().out
 
     log = tmp_path / "s" / LOG
-    rows = [row for payload in read_frames(log)[0] for row in __import__("pickle").loads(payload)]
-    rows = [(i, s, v + 1e-9 if i == 17 else v, d, w, sd) for i, s, v, d, w, sd in rows]  # a forged result, well framed
-    log.write_bytes(frame(__import__("pickle").dumps(rows)))
+    forged = b""
+    for indices, statuses, values, durations, worker, seeds in stored_batches(log):  # one result changed, well framed
+        values = [v + 1e-9 if i == 17 else v for i, v in zip(indices, values)]
+        forged += frame(pickle.dumps((indices, statuses, values, durations, worker, seeds)))
+    log.write_bytes(forged)
     report = {r["task"]: r for r in verify(tmp_path / "s", sample=50)}
     assert report[17]["result"] == "mismatch" and "stored" in report[17]["detail"]
     assert report["-"]["detail"] == "results.log no longer matches the digest in manifest.json"

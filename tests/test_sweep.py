@@ -55,10 +55,11 @@ def test_fresh_seed_is_recorded_and_repeats_the_run():
 
 
 def test_shared_data_crosses_to_each_worker_once(local2):
-    """A 200 MB array used by 1,000 tasks is deserialized once per worker, never per task."""
+    """A 200 MB array used by 1,000 tasks is deserialized once per worker, never per task,
+    over a sweep long enough (5 s) for Dask's memory manager to have dropped replicas."""
     payload = helpers.Payload(np.ones(25_000_000))  # 200 MB
     before = local2.client.run(helpers.loads)
-    results = sweep(helpers.use_payload, grid(i=range(1000)), shared={"payload": payload}, batch_size=10)
+    results = sweep(helpers.use_payload, grid(i=range(1000)), shared={"payload": payload, "pause": 0.01}, batch_size=10)
     assert results.ok and results.to_list() == [1.0] * 1000
     after = local2.client.run(helpers.loads)
     assert {w: after[w] - before.get(w, 0) for w in after} == {w: 1 for w in after}
@@ -94,6 +95,15 @@ def test_the_same_object_in_two_concurrent_sweeps(local2):
         t.join()
     assert out["short"] == [float(i % 10) for i in range(20)]
     assert out["long"] == [float(i % 10) for i in range(200)]
+
+
+def test_shared_lists_and_dicts_stay_whole(local2):
+    def use(i, weights, config):
+        return weights[i] * config["scale"]
+
+    shared = {"weights": [1.0, 2.0, 3.0], "config": {"scale": 10}}
+    assert sweep(use, grid(i=range(3)), shared=shared).to_list() == [10.0, 20.0, 30.0]
+    assert not any(key in ("scale",) for key in local2.cluster.scheduler.tasks)
 
 
 def test_collect_finishes_every_other_task(local2):

@@ -118,7 +118,10 @@ def parse_workers(value: Any) -> tuple[int, int] | None:
 # showed on millisecond tasks (the dashboard's profile tab needs it). The scheduler
 # keeps the last 1,000 messages to each worker for debugging, each holding a whole
 # batch of task parameters: 76 MB after a sweep of 300,000 small tasks; 16 suffice.
+# The Active Memory Manager's ReduceReplicas policy deletes broadcast copies of the
+# shared data every 2 s, and workers then fetched them again mid-sweep.
 LEAN_DASK_CONFIG = {
+    "distributed.scheduler.active-memory-manager.start": False,
     "distributed.admin.low-level-log-length": 16,
     "distributed.admin.tick.interval": "500ms",
     "distributed.admin.tick.limit": "30s",

@@ -5,8 +5,8 @@ worker's threads (cores) and memory. Batch jobs do not inherit the driver's
 environment, so the job script exports what workers need (the driver's import
 path, lean Dask settings, the profile's ``env``; never a copy of the driver's
 environment), changes to the driver's working directory, and runs the worker
-with the driver's Python. A scheduler is four class attributes, as in
-dask-jobqueue.
+with the driver's Python. A scheduler is a few class attributes, as in
+dask-jobqueue, and a way to tell why a queued job cannot start.
 
 ``diagnose`` explains why no worker arrives, in the scheduler's own words: a
 refused submission (``sbatch: error: ...``), a job the scheduler can never start
@@ -34,12 +34,12 @@ from typing import Any
 import dask
 from dask.utils import parse_bytes, parse_timedelta
 from dask_jobqueue import JobQueueCluster
-from distributed.core import Status
 from dask_jobqueue.core import Job
 from dask_jobqueue.lsf import LSFJob
 from dask_jobqueue.pbs import PBSJob
 from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
+from distributed.core import Status
 
 from . import COMMON, Backend, worker_environment
 
@@ -69,11 +69,12 @@ JOBQUEUE = {
 class Journal:
     """What the jobs of one cluster did, for ``diagnose`` and ``cleanup``."""
 
+    log_directory: str | None = None
     submitted: list[str] = field(default_factory=list)  # job ids, in order
     refused: list[str] = field(default_factory=list)  # the submit command's error output
+    connected: bool = False  # a worker has connected (its replacement may be on the way)
     checked: float = float("-inf")  # when the batch scheduler was last queried
     gone_since: float | None = None  # since when no job of ours is in the queue
-    adaptive: bool = False  # lost workers are replaced
 
 
 class _JournaledJob:
@@ -97,7 +98,7 @@ class _JournaledJob:
 
 
 class JobQueueBackend(Backend):
-    """One batch scheduler; subclasses only set the class attributes below."""
+    """One batch scheduler: subclasses set the class attributes below, and may explain queued jobs."""
 
     job_cls: type[Job]  # dask-jobqueue's Job for this scheduler
     renamed: dict[str, str] = {}  # profile option -> the Job keyword it sets
@@ -168,8 +169,8 @@ class JobQueueBackend(Backend):
 
     # -- the cluster -----------------------------------------------------------------------
     def start(self, options: dict[str, Any]) -> JobQueueCluster:
-        low, high = options["workers"]
-        journal = Journal(adaptive=low != high)
+        kwargs = self.job_kwargs(options)
+        journal = Journal(log_directory=kwargs["log_directory"])
         cluster = JobQueueCluster(
             job_cls=self.journaled_job_cls,
             name="sweepkit",
@@ -177,9 +178,10 @@ class JobQueueBackend(Backend):
             scheduler_options={"dashboard_address": options.get("dashboard-address")},
             silence_logs="error",
             journal=journal,
-            **self.job_kwargs(options),
+            **kwargs,
         )
         cluster._sweepkit_journal = journal
+        low, high = options["workers"]
         # Adaptive even for a fixed number: a worker whose job ends (walltime, preemption,
         # a node failure, qdel) is replaced lost-worker-timeout later. The sweep keeps a
         # second or two of work per worker in flight: count that as demand for workers.
@@ -218,7 +220,7 @@ class JobQueueBackend(Backend):
         if journal is None:
             return None
         if cluster.scheduler_info.get("workers"):
-            journal.gone_since = None
+            journal.connected, journal.gone_since = True, None
             return None  # workers at work: a job still queued is only waiting its turn
         if journal.refused:
             return f"{self.job_cls.submit_command} refused the worker job: {journal.refused[-1]}"
@@ -239,14 +241,17 @@ class JobQueueBackend(Backend):
         if ours:
             journal.gone_since = None
             return None
-        # No worker, and none of our jobs queued or running. An adaptive cluster resubmits
-        # a job lost-worker-timeout after its worker left: give it that long, and more.
+        # No worker, and no job of ours queued or running. The cluster resubmits a job
+        # lost-worker-timeout after its worker left: give it that long, and more.
         journal.gone_since = journal.gone_since or now
         grace = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) + 2 * CHECK_EVERY
-        if journal.adaptive and now - journal.gone_since < grace:
+        if journal.connected and now - journal.gone_since < grace:
             return None
         last = journal.submitted[-1]
-        return f"every worker job ended without a worker connecting (last job {last}). " + self.log_tail(cluster, last)
+        what = "no worker is left and no job of this cluster is queued or running" if journal.connected else (
+            "every worker job ended before its worker connected"
+        )
+        return f"{what} (last job {last}). " + self.log_tail(journal.log_directory, last)
 
     def queued(self) -> dict[str, str]:
         """The user's jobs the scheduler lists now: job id -> its line."""
@@ -258,12 +263,16 @@ class JobQueueBackend(Backend):
         """Why a listed job can never start a worker, in the scheduler's words (None: it may)."""
         return None
 
-    def log_tail(self, cluster: JobQueueCluster, job_id: str, lines: int = 8) -> str:
-        folder = cluster._job_kwargs.get("log_directory")
-        logs = sorted(Path(folder).glob(f"*{job_id}*"), key=lambda p: p.stat().st_mtime) if folder else []
+    @staticmethod
+    def log_tail(folder: str | None, job_id: str, lines: int = 8) -> str:
+        """The last lines of a job's log (the newest file in ``folder`` naming the job id)."""
+        try:
+            logs = sorted(Path(folder).glob(f"*{job_id}*"), key=lambda p: p.stat().st_mtime) if folder else []
+            tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
+        except OSError as exc:
+            return f"Its log could not be read: {exc}."
         if not logs:
-            return f"No job log found{f' in {folder}' if folder else ' (set option log-directory)'}."
-        tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+            return f"No log of the job found{f' in {folder}' if folder else ' (set option log-directory)'}."
         return f"End of its log {logs[-1]}:\n{tail}"
 
 
