@@ -34,6 +34,12 @@ def use_payload(i: int, payload: Payload, pause: float = 0.0) -> float:
     return float(payload.array[i % len(payload.array)])
 
 
+def use_payload_until(i: int, payload: Payload, flag: str) -> float:
+    """Slow until ``flag`` exists, then quicker: leaves work for a worker that joins late."""
+    time.sleep(0.01 if os.path.exists(flag) else 0.05)
+    return float(payload.array[i % len(payload.array)])
+
+
 def noisy(a: float, b: int, rng: np.random.Generator, X: np.ndarray) -> dict:
     """Uses the task's random stream and BLAS: must be bitwise identical everywhere."""
     w = rng.standard_normal(X.shape[1])

@@ -66,17 +66,24 @@ def test_shared_data_crosses_to_each_worker_once(local2):
     assert len(set(results.to_frame()["worker"])) == 2  # both workers did work
 
 
-def test_a_worker_that_joins_later_gets_the_shared_data(local2):
+def test_a_worker_that_joins_later_gets_the_shared_data(local2, tmp_path):
     payload = helpers.Payload(np.arange(1000.0))
-    grown = threading.Timer(0.5, local2.cluster.scale, args=(3,))
-    grown.start()
+    flag = tmp_path / "third-worker-joined"
+
+    def grow() -> None:
+        local2.cluster.scale(3)
+        local2.client.wait_for_workers(3, timeout=60)
+        flag.touch()
+
+    grower = threading.Thread(target=grow)
+    grower.start()
     try:
-        results = sweep(helpers.use_payload, grid(i=range(400)), shared={"payload": payload, "pause": 0.01}, batch_size=4)
+        results = sweep(helpers.use_payload_until, grid(i=range(800)), shared={"payload": payload, "flag": str(flag)}, batch_size=4)
     finally:
-        grown.join()
+        grower.join()
         local2.cluster.scale(2)
         local2.client.wait_for_workers(2)
-    assert results.to_list() == [float(i % 1000) for i in range(400)]
+    assert flag.exists() and results.to_list() == [float(i % 1000) for i in range(800)]
     assert "2" in set(results.to_frame()["worker"]), "the new worker ran tasks, so it had the shared data"
 
 
