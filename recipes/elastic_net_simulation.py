@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 import sweepkit
+from sweepkit.extras import require
 
 MODELS = ("elastic_net", "lasso", "ridge")
 
@@ -147,6 +148,8 @@ def main(
         alpha: penalty strength (ridge uses a proportionally larger one)
         seed: seed of the data and of every bootstrap resample
     """
+    require("sklearn", "recipes")
+    require("matplotlib", "recipes")
     shared = make_data(data, n_samples, n_features, n_informative, noise, seed)
     results = sweepkit.sweep(fit_one, tasks(n_runs, alpha), shared=shared, seed=seed, store=out, on_error="collect")
     frame = results.to_frame()

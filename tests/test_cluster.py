@@ -170,3 +170,14 @@ def test_leaving_on_an_exception_closes_everything(tmp_path):
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _alive(p.pid)]
     assert not left
     assert not os.environ.get("MALLOC_TRIM_THRESHOLD_"), "starting a cluster must not change the driver's environment"
+
+
+def test_a_missing_extra_says_what_to_install(monkeypatch):
+    from sweepkit.backends import BACKENDS, backend_for
+    from sweepkit.extras import require
+
+    with pytest.raises(ModuleNotFoundError, match=r'not installed; it comes with sweepkit\'s \'recipes\' extra: pip install "sweepkit\[recipes\]"'):
+        require("no_such_module_xyz", "recipes")
+    monkeypatch.setitem(BACKENDS, "fake", ("no_such_backend_module", "Backend", "sge"))
+    with pytest.raises(ModuleNotFoundError, match=r'the \'fake\' backend needs no_such_backend_module.*pip install "sweepkit\[sge\]"'):
+        backend_for("fake")

@@ -78,10 +78,13 @@ def backend_for(name: str, profile: str = "?") -> Backend:
     module, cls, extra = BACKENDS[name]
     try:
         return getattr(importlib.import_module(module), cls)()
-    except ImportError as exc:
-        raise ImportError(
-            f"the {name!r} backend needs a package that is not installed ({exc.name or exc}); "
-            f'install it with: pip install "sweepkit[{extra or name}]"'
+    except ModuleNotFoundError as exc:
+        if extra is None or (exc.name or "").startswith("sweepkit"):
+            raise
+        raise ModuleNotFoundError(
+            f"the {name!r} backend needs {exc.name}, which is not installed; "
+            f'install it with: pip install "sweepkit[{extra}]"',
+            name=exc.name,
         ) from exc
 
 
