@@ -71,6 +71,7 @@ class Journal:
 
     log_directory: str | None = None
     submitted: list[str] = field(default_factory=list)  # job ids, in order
+    cancelled: set[str] = field(default_factory=set)  # jobs the cluster itself cancelled
     refused: list[str] = field(default_factory=list)  # the submit command's error output
     connected: bool = False  # a worker has connected (its replacement may be on the way)
     checked: float = float("-inf")  # when the batch scheduler was last queried
@@ -96,6 +97,11 @@ class _JournaledJob:
         if self.journal is not None and self.job_id:
             self.journal.submitted.append(self.job_id)
 
+    async def close(self) -> None:
+        if self.journal is not None and self.job_id:
+            self.journal.cancelled.add(self.job_id)
+        await super().close()
+
 
 class JobQueueBackend(Backend):
     """One batch scheduler: subclasses set the class attributes below, and may explain queued jobs."""
@@ -111,7 +117,7 @@ class JobQueueBackend(Backend):
         options = super().validate(options)
         options["workers"] = options["workers"] or (4, 4)
         if not options.get("memory"):
-            raise ValueError(f"the {self.name} backend needs option 'memory' (per worker, e.g. 4GiB): it is requested from the scheduler")
+            raise ValueError(f"the {self.name} backend needs option 'memory' (per worker, e.g. 4GiB): jobs request it")
         parse_bytes(str(options["memory"]))  # a clear error now, not in a callback
         if isinstance(options.get("walltime"), int):  # YAML reads an unquoted 08:00:00 as 28800 (seconds)
             hours, rest = divmod(options["walltime"], 3600)
@@ -185,7 +191,8 @@ class JobQueueBackend(Backend):
         # Adaptive even for a fixed number: a worker whose job ends (walltime, preemption,
         # a node failure, qdel) is replaced lost-worker-timeout later. The sweep keeps a
         # second or two of work per worker in flight: count that as demand for workers.
-        cluster.adapt(minimum=low, maximum=high, target_duration="1s")
+        # At least one worker stays: a sweep waits for one before it sends any work.
+        cluster.adapt(minimum=max(low, 1), maximum=high, target_duration="1s")
         return cluster
 
     def job_script(self, options: dict[str, Any]) -> str:
@@ -204,7 +211,7 @@ class JobQueueBackend(Backend):
             return
         deadline, cancelled = time.monotonic() + 30, False
         try:
-            while left := [j for j in journal.submitted if j in self.queued()]:
+            while left := _listed(journal.submitted, self.queued()):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"jobs {' '.join(left)} are still listed 30 s after being cancelled")
                 if not cancelled:
@@ -230,7 +237,7 @@ class JobQueueBackend(Backend):
         journal.checked = now
         try:
             queued = self.queued()
-            ours = [j for j in journal.submitted if j in queued]
+            ours = _listed(journal.submitted, queued)
             for job_id in ours[-1:]:  # the jobs are alike: one question to the scheduler is enough
                 problem = self.explain_queued(job_id, queued[job_id])
                 if problem:
@@ -238,7 +245,8 @@ class JobQueueBackend(Backend):
         except RuntimeError as exc:  # the scheduler did not answer this time: not the sweep's fault
             logger.warning("sweepkit: %s", exc)
             return None
-        if ours:
+        ended = [j for j in journal.submitted if j not in queued and j not in journal.cancelled]
+        if ours or not ended:
             journal.gone_since = None
             return None
         # No worker, and no job of ours queued or running. The cluster resubmits a job
@@ -247,15 +255,19 @@ class JobQueueBackend(Backend):
         grace = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) + 2 * CHECK_EVERY
         if journal.connected and now - journal.gone_since < grace:
             return None
-        last = journal.submitted[-1]
         what = "no worker is left and no job of this cluster is queued or running" if journal.connected else (
             "every worker job ended before its worker connected"
         )
-        return f"{what} (last job {last}). " + self.log_tail(journal.log_directory, last)
+        return f"{what} (last job {ended[-1]}). " + self.log_tail(journal.log_directory, ended[-1])
 
     def queued(self) -> dict[str, str]:
         """The user's jobs the scheduler lists now: job id -> its line."""
-        out = _run([part.format(user=getpass.getuser()) for part in self.list_jobs])
+        try:
+            out = _run([part.format(user=getpass.getuser()) for part in self.list_jobs])
+        except RuntimeError as exc:  # LSF's bjobs fails when there is no job
+            if "No unfinished job found" not in str(exc):
+                raise
+            out = ""
         found = (re.match(r"\s*(\d+)\S*\s*(.*)", line) for line in out.splitlines())
         return {m.group(1): m.group(2) for m in found if m}
 
@@ -282,7 +294,9 @@ class SGEBackend(JobQueueBackend):
     walltime_directive = "-l h_rt="
     renamed = {"queue": "queue", "project": "project"}
     list_jobs = ("qstat", "-u", "{user}")
-    defaults = {**JOBQUEUE, "queue": None, "project": None, "memory-resource": "mem_free", "parallel-environment": "smp"}
+    defaults = {
+        **JOBQUEUE, "queue": None, "project": None, "memory-resource": "mem_free", "parallel-environment": "smp",
+    }
 
     def explain_queued(self, job_id: str, line: str) -> str | None:
         state = line.split()[3] if len(line.split()) > 3 else ""  # prior name user state ...
@@ -342,8 +356,13 @@ def _run(cmd: list[str], check: bool = True) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"{' '.join(cmd)} failed: {exc}") from None
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+        output = proc.stderr.strip() or proc.stdout.strip()
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {output}")
     return proc.stdout + proc.stderr
+
+
+def _listed(job_ids: list[str], queued: dict[str, str]) -> list[str]:
+    return [j for j in job_ids if j in queued]
 
 
 def _lines(text: str, pattern: str) -> list[str]:
