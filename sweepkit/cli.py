@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "run":  # the script's own options (and --help after it) pass through
         argv, rest = split_run_args(argv)
     args = parser.parse_args(argv)
+    sys.path.insert(0, os.getcwd())  # as `python script.py` would: the user's own modules import
     try:
         sys.exit(COMMANDS[args.command](args, rest) or 0)
+    except BrokenPipeError:  # `sweepkit results DIR | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (profiles.ProfileError, ValueError, TypeError, ImportError, RuntimeError, FileNotFoundError) as exc:
         if os.environ.get("SWEEPKIT_DEBUG"):
             raise
@@ -151,12 +155,19 @@ def run_recipe(fn: Callable[..., Any], argv: list[str] | None = None) -> Any:
             kw["required"] = True
         else:
             kw["default"] = p.default
+        kind = _optional_inner(kind)
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is typing.Literal:
             kw["choices"] = typing.get_args(kind)
+        elif typing.get_origin(kind) in (list, tuple):  # --sizes 250 1000
+            kw["nargs"] = "+"
+            kw["type"] = next((a for a in typing.get_args(kind) if a is not Ellipsis), str)
+        elif kind in (int, float, str, Path):
+            kw["type"] = kind
         else:
-            kw["type"] = _optional_inner(kind)
+            raise TypeError(f"{fn.__name__}(): option {name!r} has type {kind}; recipe options can be "
+                            "int, float, str, bool, Path, Literal[...] or a list of those")
         parser.add_argument(flag, dest=name, **kw)
     if not _stack:
         add_cluster_flags(parser)

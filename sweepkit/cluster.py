@@ -64,7 +64,7 @@ class Session:
 
     def describe(self) -> str:
         low, high = self.profile.options.get("workers") or (0, 0)
-        size = f"{high} workers" if low == high else f"{low}-{high} workers, adaptive"
+        size = f"{high} worker{'s' * (high != 1)}" if low == high else f"{low}-{high} workers, adaptive"
         return f"cluster {self.profile.name!r} ({self.profile.backend}, {size})"
 
     def slots(self) -> int:
@@ -86,16 +86,13 @@ class Session:
         """Wait for a first worker, with a clear error if none can come."""
         timeout = float(self.profile.options.get("startup-timeout") or 120)
         deadline = time.monotonic() + timeout
-        workers = self.profile.options.get("workers")
-        if not self.client.nthreads() and workers and workers[0] == 0:
-            self.cluster.scale(1)  # an adaptive cluster at zero: ask for one to start with
         while not self.client.nthreads():
             self.check_health()
             if time.monotonic() > deadline:
+                why = self.backend.diagnose(self.cluster)
                 raise ClusterError(
-                    f"no worker joined {self.describe()} within {timeout:.0f} s. "
-                    + (self.backend.diagnose(self.cluster) or "")
-                    + " Raise the profile option startup-timeout if workers just need longer."
+                    f"no worker joined {self.describe()} within {timeout:.0f} s. " + (f"{why} " if why else "")
+                    + "Raise the profile option startup-timeout if workers just need longer."
                 )
             time.sleep(0.2)
 

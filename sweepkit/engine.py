@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -193,17 +194,18 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
 
     client = session.client
     session.ensure_workers()
-    fn_future, shared_futures = session.scatter(fn, shared)
+    inputs = [session.scatter(fn, shared)]  # (fn future, shared futures); replaced if their data are lost
     done: queue.SimpleQueue = queue.SimpleQueue()
-    in_flight: dict = {}  # future -> Batch
+    in_flight: dict = {}  # future -> (Batch, the inputs it was submitted with)
     retry: list[Batch] = []
 
     def submit(batch: Batch) -> None:
+        fn_future, shared_futures = inputs[-1]
         fut = client.submit(
             run_batch, fn_future, batch, shared_futures, root_seed, uses_rng, stop_on_error,
             pure=False, key=f"sweepkit-batch-{batch.indices[0]}-{os.urandom(4).hex()}",
         )
-        in_flight[fut] = batch
+        in_flight[fut] = (batch, len(inputs))
         fut.add_done_callback(fetch)
 
     def fetch(fut) -> None:  # on distributed's callback thread: results arrive while we record
@@ -211,6 +213,10 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
             done.put((fut, fut.result()))
         except BaseException as exc:
             done.put((fut, exc))
+
+    def inputs_lost() -> bool:
+        fn_future, shared_futures = inputs[-1]
+        return any(f.status != "finished" for f in [fn_future, *shared_futures.values()])
 
     source = batches(tasks, todo, lambda unsent: sizer.next(unsent, session.slots()))
     try:
@@ -223,18 +229,26 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
             if not in_flight:
                 return
             fut, res = _next_done(done, session)
-            batch = in_flight.pop(fut)
+            batch, generation = in_flight.pop(fut)
             if isinstance(res, BaseException):
-                exc = res
-                if fut.cancelled():
-                    raise ClusterError("a batch was cancelled by the scheduler: did the cluster shut down?")
-                if isinstance(exc, KilledWorker):
+                if isinstance(res, KilledWorker):
                     if len(batch.indices) > 1:  # find the task that kills workers
                         retry.extend(Batch([i], [p]) for i, p in zip(batch.indices, batch.params))
                         continue
-                    res = _killed_result(batch, exc, root_seed if uses_rng else None)
+                    res = _killed_result(batch, res, root_seed if uses_rng else None)
+                elif generation < len(inputs) or (inputs_lost() and len(inputs) < 5):
+                    # The only workers holding the function or shared data died before
+                    # a peer copied them: send them again and rerun the batch.
+                    if generation == len(inputs):
+                        print("sweepkit: the workers holding the shared data are gone; sending it again", file=sys.stderr)
+                        session.ensure_workers()
+                        inputs.append(session.scatter(fn, shared))
+                    retry.append(batch)
+                    continue
+                elif fut.cancelled():
+                    raise ClusterError("a batch was cancelled by the scheduler: did the cluster shut down?")
                 else:
-                    raise session.explain_failure(exc) from exc
+                    raise session.explain_failure(res) from res
             sizer.observe(len(res.durations), sum(res.durations))
             collector.add(batch, res)
             if res.stopped:
@@ -242,7 +256,7 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
     finally:
         if in_flight:
             client.cancel(list(in_flight), force=True)
-        client.cancel([fn_future, *shared_futures.values()], force=True)
+        client.cancel([f for fn_future, shared_futures in inputs for f in [fn_future, *shared_futures.values()]], force=True)
 
 
 def _next_done(done: queue.SimpleQueue, session):

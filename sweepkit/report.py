@@ -11,34 +11,44 @@ import numpy as np
 
 from . import engine
 from .results import OK, Results
-from .store import StoreError, load, load_inputs, read_manifest, results_digest
+from .store import LOG, StoreError, load, load_inputs, read_manifest, results_digest, stored_batches
 
 
 def status_text(path: Path) -> str:
+    """Progress and provenance of a stored run, from its manifest and log alone (no user
+    code is loaded, so it works anywhere, also while the run is writing)."""
     info = read_manifest(path)
-    results = load(path)
-    c = results.counts()
-    d = results._duration[~np.isnan(results._duration)]
+    status: dict[int, int] = {}
+    durations: dict[int, float] = {}
+    errors: dict[int, str] = {}
+    for meta, _ in stored_batches(Path(path) / LOG, values=False):
+        for i, s, d in zip(meta["indices"], meta["statuses"], meta["durations"]):
+            status[i], durations[i] = s, d
+            errors.pop(i, None)
+        errors.update(meta["errors"])
+    total = info["tasks"]["count"]
+    ok = sum(1 for s in status.values() if s == OK)
+    failed = len(status) - ok
+    d = np.array([v for v in durations.values() if v == v])  # NaN: a task whose worker died
     last = info["sessions"][-1] if info.get("sessions") else {}
     code = info.get("code") or {}
+    fn = info["function"]
     lines = [
         f"run {info['run_id']}  ({info.get('status', '?')})",
-        f"  function  {info['function']['name']}" + (f"  ({info['function']['file']})" if info["function"].get("file") else ""),
-        f"  tasks     {info['tasks']['count']}  (sha256 {info['tasks']['sha256'][:12]})",
+        f"  function  {fn['name']}" + (f"  ({fn['file']})" if fn.get("file") else ""),
+        f"  tasks     {total}  (sha256 {info['tasks']['sha256'][:12]})",
         f"  seed      {info['seed']}",
-        f"  code      " + (f"{code['repository']} @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code else "not in a git repository"),
+        "  code      " + (f"{code['repository']} @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code else "not in a git repository"),
         f"  cluster   {last.get('cluster', {}).get('profile', '?')} (last of {len(info.get('sessions', []))} session(s))",
         f"  created   {info['created']}" + (f", finished {info['finished']}" if info.get("finished") else ""),
-        f"done {c['ok'] + c['error']} of {len(results)}: {c['ok']} ok, {c['error']} failed, {c['pending']} pending",
+        f"done {len(status)} of {total}: {ok} ok, {failed} failed, {total - len(status)} pending",
     ]
     if d.size:
-        lines.append(
-            f"task time: total {d.sum():.1f} s, mean {d.mean() * 1e3:.2f} ms, median {np.median(d) * 1e3:.2f} ms, max {d.max():.3f} s"
-        )
-    for f in results.errors[:5]:
-        lines.append(f"  failed task {f.index}: {f.error}")
-    if c["error"] > 5:
-        lines.append(f"  ... and {c['error'] - 5} more failures (sweepkit results shows them all)")
+        lines.append(f"task time: total {d.sum():.1f} s, mean {d.mean() * 1e3:.2f} ms, median {np.median(d) * 1e3:.2f} ms, max {d.max():.3f} s")
+    for i in sorted(errors)[:5]:
+        lines.append(f"  failed task {i}: {errors[i]}")
+    if len(errors) > 5:
+        lines.append(f"  ... and {len(errors) - 5} more failures (sweepkit results shows them all)")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import struct
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -78,20 +79,24 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def stored_batches(path: Path) -> Iterator[tuple]:
-    """Every stored batch ``(indices, statuses, values, durations, worker, seeds)``, in
-    the order written; a task written twice appears twice (the last one counts)."""
+def stored_batches(path: Path, values: bool = True) -> Iterator[tuple[dict, list | None]]:
+    """Every stored batch as ``(meta, values)``, in the order written (a task written
+    twice appears twice; the last one counts). ``meta`` holds the task indices,
+    statuses, durations, worker, seeds and error messages; reading it needs no user
+    code. ``values=False`` skips unpickling the values."""
     frames, _, problem = read_frames(path)
     if problem:
         raise StoreError(problem)
     for payload in frames:
-        yield pickle.loads(payload)
+        meta, blob = pickle.loads(payload)
+        yield meta, pickle.loads(blob) if values else None
 
 
 def records(path: Path) -> Iterator[tuple]:
     """Every stored task ``(index, status, value, duration, worker, seed)``, in the order written."""
-    for indices, statuses, values, durations, worker, seeds in stored_batches(path):
-        yield from zip(indices, statuses, values, durations, [worker] * len(indices), seeds or [None] * len(indices))
+    for meta, values in stored_batches(path):
+        n = len(meta["indices"])
+        yield from zip(meta["indices"], meta["statuses"], values, meta["durations"], [meta["worker"]] * n, meta["seeds"] or [None] * n)
 
 
 # -- opening a store for a sweep ------------------------------------------------------------
@@ -107,8 +112,11 @@ class Store:
         _load_batches(results, self.path / LOG)
 
     def append(self, indices: list[int], res) -> None:
-        batch = (list(indices), res.statuses, res.values, res.durations, res.worker, res.seeds)
-        os.write(self._log, frame(_dumps(batch)))
+        meta = {
+            "indices": list(indices), "statuses": res.statuses, "durations": res.durations, "worker": res.worker,
+            "seeds": res.seeds, "errors": {i: v.error for i, v, s in zip(indices, res.values, res.statuses) if s == ERROR},
+        }
+        os.write(self._log, frame(pickle.dumps((meta, _dumps(res.values)), protocol=5)))
         os.fsync(self._log)
         self.written += len(indices)
 
@@ -223,31 +231,59 @@ def _session_info(session) -> dict[str, Any]:
 
 
 def _save_inputs(path: Path, fn, tasks, shared: dict) -> None:
+    """Pickle the function, tasks and shared objects, so the run can be recomputed.
+
+    The function's own module is stored by value when it is the user's code (not an
+    installed package), so ``verify`` works from any folder and machine."""
     import cloudpickle
 
     folder = path / INPUTS
     folder.mkdir(exist_ok=True)
-    for name, obj in [("function", fn), ("tasks", tasks), ("shared", shared)]:
-        tmp = folder / f".{name}.pkl.tmp"
-        with open(tmp, "wb") as f:
-            cloudpickle.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / f"{name}.pkl")
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    by_value = module is not None and module.__name__ != "__main__" and _is_users_code(module)
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        for name, obj in [("function", fn), ("tasks", tasks), ("shared", shared)]:
+            tmp = folder / f".{name}.pkl.tmp"
+            with open(tmp, "wb") as f:
+                cloudpickle.dump(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / f"{name}.pkl")
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _is_users_code(module) -> bool:
+    """A module from a file outside the Python installation (site-packages, stdlib)."""
+    file = getattr(module, "__file__", None)
+    if not file or "." in module.__name__:  # packages are imported by name, as the user installed them
+        return False
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    return not any(os.path.abspath(file).startswith(os.path.abspath(p) + os.sep) for p in prefixes)
+
+
+def load_input(path, name: str) -> Any:
+    """One of the inputs a store was created with: ``function``, ``tasks`` or ``shared``."""
+    file = Path(path) / INPUTS / f"{name}.pkl"
+    try:
+        with open(file, "rb") as f:
+            obj = pickle.load(f)
+    except FileNotFoundError:
+        raise StoreError(f"{file} is missing: this store cannot be recomputed") from None
+    except (ImportError, AttributeError) as exc:
+        raise StoreError(
+            f"cannot load the stored {name} ({type(exc).__name__}: {exc}): it needs code that is not importable here; "
+            "run from the folder of the script that made the run, or install its code"
+        ) from None
+    return as_tasks(obj) if name == "tasks" else obj
 
 
 def load_inputs(path) -> tuple[Any, Any, dict]:
     """The function, tasks and shared objects a store was created with."""
-    folder = Path(path) / INPUTS
-    out = []
-    for name in ("function", "tasks", "shared"):
-        try:
-            with open(folder / f"{name}.pkl", "rb") as f:
-                out.append(pickle.load(f))
-        except FileNotFoundError:
-            raise StoreError(f"{folder / (name + '.pkl')} is missing: this store cannot be recomputed") from None
-    fn, tasks, shared = out
-    return fn, as_tasks(tasks), shared
+    return load_input(path, "function"), load_input(path, "tasks"), load_input(path, "shared")
 
 
 def _cut_torn_tail(log: Path) -> None:
@@ -274,14 +310,13 @@ def _main_file() -> str | None:
     return getattr(__main__, "__file__", None)
 
 
-def _dumps(batch: tuple) -> bytes:
+def _dumps(values: list) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(batch, protocol=5)
+        return cloudpickle.dumps(values, protocol=5)
     except Exception:  # an exception object that will not pickle: keep its text
-        indices, statuses, values, durations, worker, seeds = batch
-        return cloudpickle.dumps((indices, statuses, [_text_only(v) for v in values], durations, worker, seeds), protocol=5)
+        return cloudpickle.dumps([_text_only(v) for v in values], protocol=5)
 
 
 def _text_only(value: Any) -> Any:
@@ -312,12 +347,12 @@ def load(path) -> Results:
     yet are ``PENDING``). Safe to call while the run is still writing."""
     path = Path(path)
     info = read_manifest(path)
-    _, tasks, _ = load_inputs(path)
+    tasks = load_input(path, "tasks")
     results = Results(tasks, info["seed"], uses_rng=info["uses_rng"], info=info)
     _load_batches(results, path / LOG)
     return results
 
 
 def _load_batches(results: Results, log: Path) -> None:
-    for indices, statuses, values, durations, worker, seeds in stored_batches(log):
-        results._record_many(indices, values, statuses, durations, worker, seeds)
+    for meta, values in stored_batches(log):
+        results._record_many(meta["indices"], values, meta["statuses"], meta["durations"], meta["worker"], meta["seeds"])

@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+import pytest
 from conftest import ROOT, comparable
 
 SWEEPKIT = shutil.which("sweepkit", path=str(Path(sys.executable).parent)) or "sweepkit"
@@ -81,3 +83,18 @@ def test_errors_are_one_clear_line(tmp_path):
 def test_python_dash_m():
     done = subprocess.run([sys.executable, "-m", "sweepkit", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "run" in done.stdout and "verify" in done.stdout
+
+
+def test_recipe_options_from_a_signature():
+    from sweepkit.cli import run_recipe
+
+    def main(sizes: list[int] = [1, 2], scale: float = 1.0, kind: Literal["a", "b"] = "a", fast: bool = False, name: str | None = None):
+        return sizes, scale, kind, fast, name
+
+    assert run_recipe(main, ["--sizes", "250", "1000", "--scale", "2", "--kind", "b", "--fast", "--cluster", "serial"]) == ([250, 1000], 2.0, "b", True, None)
+
+    def bad(options: dict = {}):
+        return options
+
+    with pytest.raises(TypeError, match="option 'options' has type"):
+        run_recipe(bad, [])

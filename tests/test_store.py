@@ -222,9 +222,9 @@ def test_verify_matches_an_honest_run_and_catches_an_altered_result(tmp_path, ca
 
     log = tmp_path / "s" / LOG
     forged = b""
-    for indices, statuses, values, durations, worker, seeds in stored_batches(log):  # one result changed, well framed
-        values = [v + 1e-9 if i == 17 else v for i, v in zip(indices, values)]
-        forged += frame(pickle.dumps((indices, statuses, values, durations, worker, seeds)))
+    for meta, values in stored_batches(log):  # one result changed, well framed
+        values = [v + 1e-9 if i == 17 else v for i, v in zip(meta["indices"], values)]
+        forged += frame(pickle.dumps((meta, pickle.dumps(values))))
     log.write_bytes(forged)
     report = {r["task"]: r for r in verify(tmp_path / "s", sample=50)}
     assert report[17]["result"] == "mismatch" and "stored" in report[17]["detail"]

@@ -3,6 +3,8 @@ errors collected or raised, bad input refused before anything runs."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -85,6 +87,15 @@ def test_a_worker_that_joins_later_gets_the_shared_data(local2, tmp_path):
         local2.client.wait_for_workers(2)
     assert flag.exists() and results.to_list() == [float(i % 1000) for i in range(800)]
     assert "2" in set(results.to_frame()["worker"]), "the new worker ran tasks, so it had the shared data"
+
+
+def test_shared_data_lost_with_its_only_worker_is_sent_again():
+    with sweep_cluster("local", workers=1, dashboard_address="127.0.0.1:0") as session:
+        session.client.wait_for_workers(1)
+        (pid,) = session.client.run(os.getpid).values()
+        threading.Timer(1.0, os.kill, args=(pid, signal.SIGKILL)).start()  # the nanny starts a new, empty worker
+        results = sweep(helpers.use_payload, grid(i=range(400)), shared={"payload": helpers.Payload(np.arange(50.0)), "pause": 0.01}, batch_size=5)
+    assert results.ok and results.to_list() == [float(i % 50) for i in range(400)]
 
 
 def test_the_same_object_in_two_concurrent_sweeps(local2):

@@ -146,7 +146,8 @@ def worker_environment(options: dict[str, Any]) -> dict[str, str]:
     thread count of numerical libraries, and Dask settings that keep workers lean.
     Nothing secret: only these variables and the profile's ``env`` are set.
     """
-    path = [p or os.getcwd() for p in sys.path if not p.startswith((sys.prefix, sys.base_prefix))]
+    skip = (sys.prefix, sys.base_prefix)  # the interpreter's own paths: workers have them
+    path = [p or os.getcwd() for p in sys.path if not p.startswith(skip) and "dask-scratch-space" not in p]
     env = dask_env(LEAN_DASK_CONFIG)
     env.update(
         PYTHONPATH=os.pathsep.join(dict.fromkeys(path)),
@@ -154,5 +155,7 @@ def worker_environment(options: dict[str, Any]) -> dict[str, str]:
         DASK_LOGGING__DISTRIBUTED="warning",
     )
     env.update({k: v for k, v in os.environ.items() if k.startswith("DASK_")})  # the user's own Dask settings win
+    if os.environ.get("PYTHONHASHSEED", "0") != "0":  # same str hashes, same set order, as the driver
+        env["PYTHONHASHSEED"] = os.environ["PYTHONHASHSEED"]
     env.update({str(k): str(v) for k, v in (options.get("env") or {}).items()})
     return env

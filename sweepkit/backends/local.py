@@ -83,8 +83,8 @@ class LocalBackend(Backend):
             scheduler=scheduler, worker=worker, name="sweepkit-local", silence_logs=logging.ERROR,
         )
         cluster._sweepkit_scratch = scratch
-        if low != high:
-            cluster.adapt(minimum=low, maximum=high)
+        if low != high:  # at least one worker stays: a sweep waits for one before it sends work
+            cluster.adapt(minimum=max(low, 1), maximum=high)
         return cluster
 
     def cleanup(self, cluster) -> None:
