@@ -18,14 +18,14 @@ tables (as in the bnlearn repository's ``asia.bif``) are written out below, so t
 nothing is downloaded at run time.
 
     sweepkit run recipes/bayesian_network.py --out results/bayesian_network
-    python recipes/bayesian_network.py --cluster serial --n-boot 3 --sample-sizes 250,1000
+    python recipes/bayesian_network.py --cluster serial --n-boot 3 --sample-sizes 250 1000
 
 The defaults (900 structure searches) take a few minutes on two cores. The full
 exploration, many more replicates over a wider range of sample sizes, is meant for
 a cluster:
 
     sweepkit run recipes/bayesian_network.py --cluster sge --n-boot 200 \\
-        --sample-sizes 100,250,500,1000,2500,5000,10000,50000
+        --sample-sizes 100 250 500 1000 2500 5000 10000 50000
 
 Outputs in ``--out``: ``results.parquet`` (one row per learned graph: setting,
 replicate, arcs, SHD, skeleton precision and recall), ``summary.csv`` (per setting),
@@ -47,6 +47,8 @@ import numpy as np
 import pandas as pd
 
 import sweepkit
+from sweepkit.extras import require
+from sweepkit.report import write_table
 
 # -- the Asia network -------------------------------------------------------------------
 STATES = ("yes", "no")
@@ -270,17 +272,6 @@ def plot(summary: pd.DataFrame, confidence: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def save_table(frame: pd.DataFrame, folder: Path) -> Path:
-    """Write ``frame`` as Parquet, or as CSV if no Parquet engine is installed."""
-    try:
-        path = folder / "results.parquet"
-        frame.to_parquet(path, index=False)
-    except ImportError:
-        path = folder / "results.csv"
-        frame.to_csv(path, index=False)
-    return path
-
-
 def data_seed(seed: int, n: int) -> int:
     """The seed that samples the size-``n`` data set: independent data sets per size."""
     return int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
@@ -289,7 +280,7 @@ def data_seed(seed: int, n: int) -> int:
 def main(
     out: Path = Path("results/bayesian_network"),
     n_boot: int = 20,
-    sample_sizes: str = "250,1000,5000",
+    sample_sizes: tuple[int, ...] = (250, 1000, 5000),
     seed: int = 1988,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Structure learning on the Asia network over scores, in-degree limits, sample sizes and bootstrap replicates.
@@ -297,10 +288,12 @@ def main(
     Args:
         out: output folder: the durable run (resumable), results table, summaries and plot
         n_boot: bootstrap replicates per setting and sample size
-        sample_sizes: comma-separated sizes of the data sets sampled from the network
+        sample_sizes: sizes of the data sets sampled from the network (e.g. --sample-sizes 250 1000 5000)
         seed: seed of the sampled data sets and of every bootstrap resample
     """
-    sizes = sorted({int(s) for s in sample_sizes.split(",")})
+    require("pgmpy", "recipes")
+    require("matplotlib", "recipes")
+    sizes = sorted({int(s) for s in sample_sizes})
     data = {n: sample_asia(n, seed=data_seed(seed, n)) for n in sizes}
     tasks = SCORES * sweepkit.grid(max_indegree=MAX_INDEGREE, n=sizes) * sweepkit.bootstrap(n_boot)
     results = sweepkit.sweep(learn_structure, tasks, shared={"data": data}, seed=seed, store=out)
@@ -308,7 +301,7 @@ def main(
     frame = score_structures(results.to_frame())
     confidence = edge_confidence(frame)
     summary = summarize(frame, confidence)
-    table = save_table(frame, out)
+    table = write_table(frame, out / "results.parquet")
     summary.to_csv(out / "summary.csv", index=False)
     confidence.to_csv(out / "edge_confidence.csv", index=False)
     plot(summary, confidence, out / "structure.png")

@@ -25,6 +25,7 @@ import pandas as pd
 
 import sweepkit
 from sweepkit.extras import require
+from sweepkit.report import write_table
 
 MODELS = ("elastic_net", "lasso", "ridge")
 
@@ -155,12 +156,7 @@ def main(
     frame = results.to_frame()
     summary, frequency = summarize(frame, shared["X"].shape[1])
 
-    table = out / "results.parquet"
-    try:
-        frame.to_parquet(table, index=False)
-    except ImportError:  # no pyarrow: CSV, with the selected features as text
-        table = out / "results.csv"
-        frame.assign(selected=frame["selected"].map(lambda s: " ".join(map(str, s)) if s is not None else "")).to_csv(table, index=False)
+    table = write_table(frame, out / "results.parquet")
     summary.to_csv(out / "summary.csv")
     frequency.to_csv(out / "selection_frequency.csv")
     plot(frame, frequency, shared["beta"], out / "plot.png")

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 
 import sweepkit
+from sweepkit.extras import require
+from sweepkit.report import write_table
 
 # The model configurations: a grid per model family, concatenated.
 MODELS = (
@@ -184,17 +186,6 @@ def plot(scores: pd.DataFrame, summary: pd.DataFrame, title: str, path: Path) ->
     plt.close(fig)
 
 
-def save_table(frame: pd.DataFrame, folder: Path) -> Path:
-    """Write ``frame`` as Parquet, or as CSV if no Parquet engine is installed."""
-    try:
-        path = folder / "results.parquet"
-        frame.to_parquet(path, index=False)
-    except ImportError:
-        path = folder / "results.csv"
-        frame.to_csv(path, index=False)
-    return path
-
-
 def main(
     out: Path = Path("results/prediction_pipeline"),
     resample: Literal["cv", "bootstrap"] = "cv",
@@ -225,6 +216,8 @@ def main(
         n_boot: bootstrap replicates (resample bootstrap)
         seed: seed of the simulated data and of every resample
     """
+    require("sklearn", "recipes")
+    require("matplotlib", "recipes")
     X, y = simulate(n_samples, n_features, n_informative, signal_r2, seed)
     # The resamples carry the seed themselves, so they are the same inside a task as
     # when they are tasks: the scores do not depend on the axis.
@@ -238,7 +231,7 @@ def main(
 
     scores = tidy(results.to_frame(), split_columns)
     summary = summarize(scores)
-    table = save_table(scores, out)
+    table = write_table(scores, out / "results.parquet")
     summary.to_csv(out / "summary.csv", index=False)
     held_out = f"{folds}-fold CV, {repeats} repeats" if resample == "cv" else f"{n_boot} bootstrap out-of-bag samples"
     plot(scores, summary, f"n={n_samples}, p={n_features}, {held_out}", out / "scores.png")

@@ -231,8 +231,7 @@ def cmd_results(args: argparse.Namespace, rest: list[str]) -> None:
     if args.format == "csv" and args.output is None:
         frame.to_csv(sys.stdout, index=False)
         return
-    output = args.output or args.store / f"results.{args.format}"
-    write_table(frame, output)
+    output = write_table(frame, args.output or args.store / f"results.{args.format}")
     print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
 
 

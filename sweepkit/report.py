@@ -52,20 +52,26 @@ def status_text(path: Path) -> str:
     return "\n".join(lines)
 
 
-def write_table(frame, output: Path) -> None:
-    """Write a results table as CSV or Parquet (by suffix). Objects Parquet cannot
-    hold (models, arrays of mixed shape) are written as their text."""
+def write_table(frame, output: Path) -> Path:
+    """Write a results table as Parquet or CSV, by ``output``'s suffix, and return the path
+    written. Parquet falls back to CSV (same name, ``.csv``) when pyarrow is missing;
+    values Parquet cannot hold (fitted models, arrays of mixed type) are written as text."""
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".parquet":
         try:
             frame.to_parquet(output, index=False)
-        except Exception:
+            return output
+        except ImportError:
+            output = output.with_suffix(".csv")
+        except Exception:  # pyarrow cannot convert some object column
             frame = frame.copy()
             for col in frame.columns[frame.dtypes == object]:
                 frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else repr(v))
             frame.to_parquet(output, index=False)
-    else:
-        frame.to_csv(output, index=False)
+            return output
+    frame.to_csv(output, index=False)
+    return output
 
 
 def verify(path: Path, sample: int = 10, seed: int = 0) -> list[dict[str, Any]]:

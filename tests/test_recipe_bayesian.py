@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bayesian")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", refuse)
-        frame, summary, confidence = recipe.main(out=out, n_boot=2, sample_sizes="250,5000")
+        frame, summary, confidence = recipe.main(out=out, n_boot=2, sample_sizes=(250, 5000))
     return out, frame, summary, confidence
 
 
@@ -84,7 +84,7 @@ def test_outputs_are_written(run):
 
 
 def test_serial_and_local_cluster_learn_identical_graphs(tmp_path):
-    small = {"n_boot": 1, "sample_sizes": "500"}
+    small = {"n_boot": 1, "sample_sizes": (500,)}
     serial, _, _ = recipe.main(out=tmp_path / "serial", **small)
     with sweepkit.sweep_cluster("local", workers=2):
         local, _, _ = recipe.main(out=tmp_path / "local", **small)
