@@ -4,23 +4,27 @@ Like gene expression predicting drug response: one data set of ``n = 100`` sampl
 and ``p = 2,000`` features in correlated blocks, with a sparse linear signal.
 Every model configuration (a mean-only baseline, lasso, elastic net, ridge and
 random forest, each with its hyper-parameters) is scored on the held-out rows of
-every resample: the folds of repeated k-fold cross-validation (``--resample cv``),
-or the out-of-bag rows of bootstrap replicates (``--resample bootstrap``). Scaling
+every resample: the folds of repeated k-fold cross-validation, or the out-of-bag
+rows of bootstrap replicates. Scaling
 and univariate feature selection (SelectKBest) sit inside a scikit-learn Pipeline
 and are fitted on each resample's training rows only: no information from the
 held-out rows leaks into the model.
 
-The work is a table of (model configuration x resample) fits. ``--axis`` picks which
-of its two loops become the parallel tasks; the other loop runs inside each task:
+The work is a table of (model configuration x resample) fits. One option, ``--over``,
+says what runs in parallel (and whether the resamples are CV folds or bootstrap
+replicates); whatever is not parallel runs inside each task:
 
-    --axis both        one task per (model configuration, resample)    [default]
-    --axis models      one task per model configuration, running every resample
-    --axis resamples   one task per CV fold or bootstrap replicate, fitting every model
+    --over models*cv          one task per (model configuration, CV fold)     [default]
+    --over models*bootstrap   one task per (model configuration, bootstrap replicate)
+    --over cv                 one task per CV fold, fitting every model
+    --over bootstrap          one task per bootstrap replicate, fitting every model
+    --over models             one task per model configuration, running every CV fold
 
-The scores do not depend on ``--axis``: it only changes how the work is cut up.
+For a given kind of resample, the scores do not depend on ``--over``: it only changes
+how the work is cut up.
 
     sweepkit run recipes/prediction_pipeline.py --out results/prediction
-    python recipes/prediction_pipeline.py --resample bootstrap --axis resamples --cluster local
+    python recipes/prediction_pipeline.py --over bootstrap --cluster local
 
 The defaults take well under a minute on two cores. At a real study's size (hours
 on one machine; minutes on a cluster):
@@ -90,7 +94,7 @@ def make_pipeline(model: str, k_best: int, **hyper: Any):
         "elastic_net": lambda **h: ElasticNet(max_iter=10_000, **h),
         "ridge": Ridge,
         # A fixed random_state: the forest of a given resample is the same whichever
-        # task fits it, so the scores do not depend on --axis.
+        # task fits it, so the scores do not depend on --over.
         "random_forest": lambda **h: RandomForestRegressor(n_estimators=100, random_state=0, **h),
     }
     return pipeline(StandardScaler(), SelectKBest(f_regression, k=k_best), estimators[model](**hyper))
@@ -135,7 +139,7 @@ def config_label(row: pd.Series) -> str:
 
 
 def plan(axis: str, models: sweepkit.Tasks, resamples: sweepkit.Tasks) -> tuple[sweepkit.Tasks, list[dict]]:
-    """The sweep's tasks and the inner loop each task runs, for an ``--axis`` choice."""
+    """The sweep's tasks and the inner loop each task runs: ``axis`` is "both", "models" or "resamples"."""
     if axis == "both":
         return models * resamples, [{}]
     if axis == "models":
@@ -188,8 +192,7 @@ def plot(scores: pd.DataFrame, summary: pd.DataFrame, title: str, path: Path) ->
 
 def main(
     out: Path = Path("results/prediction_pipeline"),
-    resample: Literal["cv", "bootstrap"] = "cv",
-    axis: Literal["both", "models", "resamples"] = "both",
+    over: Literal["models*cv", "models*bootstrap", "cv", "bootstrap", "models"] = "models*cv",
     n_samples: int = 100,
     n_features: int = 2000,
     n_informative: int = 5,
@@ -204,16 +207,15 @@ def main(
 
     Args:
         out: output folder: the durable run (resumable), results table, summary and plot
-        resample: held-out rows from repeated k-fold cross-validation or from bootstrap out-of-bag samples
-        axis: which loop runs as parallel tasks: (model, resample) pairs, models, or resamples
+        over: what runs in parallel: model configurations, CV folds or bootstrap replicates, or a product of two
         n_samples: rows of the simulated data
         n_features: features of the simulated data
         n_informative: features that carry the signal (one per block of 20 correlated features)
         signal_r2: fraction of the variance of y the signal explains (0: y is pure noise)
         k_best: features kept by the univariate filter, chosen on each resample's training rows
         folds: folds of each cross-validation repeat
-        repeats: repeats of k-fold cross-validation (resample cv)
-        n_boot: bootstrap replicates (resample bootstrap)
+        repeats: repeats of k-fold cross-validation
+        n_boot: bootstrap replicates
         seed: seed of the simulated data and of every resample
     """
     require("sklearn", "recipes")
@@ -221,6 +223,8 @@ def main(
     X, y = simulate(n_samples, n_features, n_informative, signal_r2, seed)
     # The resamples carry the seed themselves, so they are the same inside a task as
     # when they are tasks: the scores do not depend on the axis.
+    resample = "bootstrap" if over.endswith("bootstrap") else "cv"
+    axis = "both" if "*" in over else "models" if over == "models" else "resamples"
     if resample == "cv":
         resamples, split_columns = sweepkit.cv_folds(folds, repeats, seed=seed), ["repeat", "fold"]
     else:

@@ -54,15 +54,14 @@ def test_no_leakage_pure_noise_is_not_predictable(tmp_path):
     assert cross_val_score(Ridge(alpha=100.0), leaky, y, cv=cv, scoring="r2").mean() > 0.3  # observed 0.57
 
 
-@pytest.mark.parametrize("resample", ["cv", "bootstrap"])
-def test_axis_changes_the_tasks_not_the_scores(tmp_path, resample):
-    axes = ("both", "models", "resamples")
-    runs = {axis: recipe.main(out=tmp_path / axis, resample=resample, axis=axis, **SMALL)[0] for axis in axes}
+@pytest.mark.parametrize("resample, choices", [("cv", ["models*cv", "cv", "models"]), ("bootstrap", ["models*bootstrap", "bootstrap"])])
+def test_over_changes_the_tasks_not_the_scores(tmp_path, resample, choices):
+    runs = {over: recipe.main(out=tmp_path / over.replace("*", "-"), over=over, **SMALL)[0] for over in choices}
 
     splits = 3 if resample == "cv" else SMALL["n_boot"]
-    assert len(runs["both"]) == len(recipe.MODELS) * splits
-    for axis in ("models", "resamples"):
-        pd.testing.assert_frame_equal(scores_only(runs[axis]), scores_only(runs["both"]), check_exact=True)
+    assert len(runs[choices[0]]) == len(recipe.MODELS) * splits
+    for over in choices[1:]:
+        pd.testing.assert_frame_equal(scores_only(runs[over]), scores_only(runs[choices[0]]), check_exact=True)
 
 
 def test_serial_and_local_cluster_give_identical_scores(tmp_path):
