@@ -14,8 +14,8 @@ The work is a table of (model configuration x resample) fits. One option, ``--ov
 says what runs in parallel (and whether the resamples are CV folds or bootstrap
 replicates); whatever is not parallel runs inside each task:
 
-    --over models*cv          one task per (model configuration, CV fold)     [default]
-    --over models*bootstrap   one task per (model configuration, bootstrap replicate)
+    --over models,cv          one task per (model configuration, CV fold)     [default]
+    --over models,bootstrap   one task per (model configuration, bootstrap replicate)
     --over cv                 one task per CV fold, fitting every model
     --over bootstrap          one task per bootstrap replicate, fitting every model
     --over models             one task per model configuration, running every CV fold
@@ -192,7 +192,7 @@ def plot(scores: pd.DataFrame, summary: pd.DataFrame, title: str, path: Path) ->
 
 def main(
     out: Path = Path("results/prediction_pipeline"),
-    over: Literal["models*cv", "models*bootstrap", "cv", "bootstrap", "models"] = "models*cv",
+    over: Literal["models,cv", "models,bootstrap", "cv", "bootstrap", "models"] = "models,cv",
     n_samples: int = 100,
     n_features: int = 2000,
     n_informative: int = 5,
@@ -224,7 +224,7 @@ def main(
     # The resamples carry the seed themselves, so they are the same inside a task as
     # when they are tasks: the scores do not depend on the axis.
     resample = "bootstrap" if over.endswith("bootstrap") else "cv"
-    axis = "both" if "*" in over else "models" if over == "models" else "resamples"
+    axis = "both" if "," in over else "models" if over == "models" else "resamples"
     if resample == "cv":
         resamples, split_columns = sweepkit.cv_folds(folds, repeats, seed=seed), ["repeat", "fold"]
     else:
