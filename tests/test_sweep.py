@@ -239,3 +239,21 @@ def test_an_unpicklable_function_is_refused_before_submission(local2):
     with pytest.raises(TypeError, match="cannot be pickled, so it cannot be sent to the workers"):
         sweep(uses_lock, grid(i=range(10)))
     assert not any(key.startswith("sweepkit-batch") for key in local2.cluster.scheduler.tasks)
+
+
+def identity(x):
+    return x
+
+
+def test_a_million_tasks_on_two_workers(local2):
+    """The driver holds only the batches in flight: its memory grows with the results
+    (a million small ints here), not with a graph of a million futures."""
+    import psutil
+
+    before = psutil.Process().memory_info().rss
+    results = sweep(identity, grid(x=range(1_000_000)))
+    grown = psutil.Process().memory_info().rss - before
+    assert len(results) == 1_000_000 and results.ok and results[999_999] == 999_999
+    assert results.to_list()[::100_000] == list(range(0, 1_000_000, 100_000))
+    assert grown < 400 * 2**20, f"driver memory grew by {grown / 2**20:.0f} MB"
+    assert not [k for k in local2.cluster.scheduler.tasks if str(k).startswith("sweepkit-batch")], "batches released"
