@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import inspect
 import os
 import re
 import runpy
 import sys
+import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     res = sub.add_parser("results", help="write a stored run's results table")
     res.add_argument("store", type=Path)
     res.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    res.add_argument("--output", "-o", type=Path, help="file to write (default: stdout for csv, DIR/results.parquet)")
+    res.add_argument("--output", "-o", type=Path, help="file to write (csv: stdout if not given; parquet: required)")
 
     ver = sub.add_parser("verify", help="recompute a sample of a stored run's tasks and compare")
     ver.add_argument("store", type=Path)
@@ -103,8 +106,15 @@ def add_cluster_flags(parser: argparse.ArgumentParser, cluster: bool = True) -> 
                         help="show a progress bar (default: when stderr is a terminal)")
 
 
-def apply_cluster_flags(args: argparse.Namespace) -> None:
-    """Install the command line as the 'CLI flag' layer of the profile precedence."""
+@contextlib.contextmanager
+def cluster_flags(args: argparse.Namespace) -> Iterator[None]:
+    """Install the command line as the 'CLI flag' layer of the profile precedence.
+
+    The profile is checked now (a typo fails before any work), but its cluster starts
+    only when a sweep needs it, and stops when the command ends.
+    """
+    from .cluster import close_implicit
+
     options: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -113,24 +123,53 @@ def apply_cluster_flags(args: argparse.Namespace) -> None:
         options[key] = yaml.safe_load(value)
     if args.workers is not None:
         options["workers"] = yaml.safe_load(args.workers)
+    saved = profiles.CLI_PROFILE, profiles.CLI_OPTIONS, os.environ.get("SWEEPKIT_PROGRESS")
     profiles.CLI_OPTIONS = options
-    profiles.CLI_PROFILE = getattr(args, "cluster", None)
+    profiles.CLI_PROFILE = getattr(args, "cluster", None) or os.environ.get("SWEEPKIT_CLUSTER") or profiles.DEFAULT_PROFILE
     if args.progress is not None:
         os.environ["SWEEPKIT_PROGRESS"] = "1" if args.progress else "0"
+    try:
+        profiles.resolve()
+        yield
+    finally:
+        close_implicit()
+        profiles.CLI_PROFILE, profiles.CLI_OPTIONS, progress = saved
+        if progress is None:
+            os.environ.pop("SWEEPKIT_PROGRESS", None)
+        else:
+            os.environ["SWEEPKIT_PROGRESS"] = progress
 
 
 # -- sweepkit run -----------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace, rest: list[str]) -> None:
-    from .cluster import sweep_cluster
+_UNDER_RUN = False  # `sweepkit run` has chosen the cluster: recipes take no cluster flags
 
+
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    global _UNDER_RUN
     script = args.script
     if not script.is_file():
         raise FileNotFoundError(f"no script at {script}")
-    apply_cluster_flags(args)
     sys.argv = [str(script), *rest]
     sys.path.insert(0, str(script.resolve().parent))
-    with sweep_cluster():
-        runpy.run_path(str(script), run_name="__main__")
+    with cluster_flags(args):
+        _UNDER_RUN = True
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except KeyboardInterrupt:
+            print("sweepkit: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            _UNDER_RUN = False
+    return 0
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the empty ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def run_recipe(fn: Callable[..., Any], argv: list[str] | None = None) -> Any:
@@ -141,21 +180,20 @@ def run_recipe(fn: Callable[..., Any], argv: list[str] | None = None) -> Any:
     flags (``--cluster``, ``--workers``, ``--set``) choose where it runs, ``local``
     by default. Under ``sweepkit run`` the cluster is already chosen.
     """
-    from .cluster import _stack, sweep_cluster
-
     doc = inspect.getdoc(fn) or ""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    epilog = "Where it runs: the options of `sweepkit run` (--cluster NAME, --workers N, --set KEY=VALUE, --progress)."
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=_Help, allow_abbrev=False, epilog=epilog if _UNDER_RUN else None,
+    )
     helps = dict(re.findall(r"^\s*(\w+)\s*(?:\([^)]*\))?:\s*(.+)$", doc.partition("Args:")[2], re.M))
     hints = typing.get_type_hints(fn)
     for name, p in inspect.signature(fn).parameters.items():
-        flag = "--" + name.replace("_", "-")
-        kind = hints.get(name, type(p.default) if p.default is not inspect.Parameter.empty else str)
+        kind = _optional_inner(hints.get(name, type(p.default) if p.default is not inspect.Parameter.empty else str))
         kw: dict[str, Any] = {"help": helps.get(name, "")}
         if p.default is inspect.Parameter.empty:
             kw["required"] = True
         else:
             kw["default"] = p.default
-        kind = _optional_inner(kind)
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is typing.Literal:
@@ -168,22 +206,28 @@ def run_recipe(fn: Callable[..., Any], argv: list[str] | None = None) -> Any:
         else:
             raise TypeError(f"{fn.__name__}(): option {name!r} has type {kind}; recipe options can be "
                             "int, float, str, bool, Path, Literal[...] or a list of those")
-        parser.add_argument(flag, dest=name, **kw)
-    if not _stack:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, **kw)
+    if not _UNDER_RUN:
         add_cluster_flags(parser)
-    args = vars(parser.parse_args(argv))
-    if _stack:  # under `sweepkit run` or inside a `with sweep_cluster`
-        return fn(**args)
-    cluster_args = argparse.Namespace(**{k: args.pop(k) for k in ("cluster", "workers", "set", "progress")})
-    apply_cluster_flags(cluster_args)
-    with sweep_cluster():
-        return fn(**args)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [o for action in parser._actions for o in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=")[0].replace("_", "-"), flags, n=1)
+        parser.error(f"unrecognized argument {unknown[0]!r}" + (f"; did you mean {close[0]}?" if close else ""))
+    options = vars(args)
+    if _UNDER_RUN:
+        return fn(**options)
+    with cluster_flags(argparse.Namespace(**{k: options.pop(k) for k in ("cluster", "workers", "set", "progress")})):
+        try:
+            return fn(**options)
+        except KeyboardInterrupt:
+            sys.exit("sweepkit: interrupted")
 
 
 def _optional_inner(kind: Any) -> Any:
     """``int | None`` -> ``int``."""
     inner = [a for a in typing.get_args(kind) if a is not type(None)]
-    return inner[0] if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and inner else kind
+    return inner[0] if typing.get_origin(kind) in (typing.Union, types.UnionType) and inner else kind
 
 
 # -- sweepkit clusters / job-script ----------------------------------------------------------
@@ -192,24 +236,39 @@ def cmd_clusters(args: argparse.Namespace, rest: list[str]) -> None:
         profile = profiles.resolve(args.show)
         print(f"{profile.name}: backend {profile.backend}, from {profile.source}")
         for key, value in sorted(profile.options.items()):
-            print(f"  {key}: {value!r}    # {profile.origin.get(key, 'built-in default')}")
+            layer = profile.origin.get(key, "built-in default")
+            if layer.startswith("profile file"):
+                layer = "profile file"
+            elif layer == "environment":
+                layer = "environment: SWEEPKIT_" + key.upper().replace("-", "_")
+            print(f"  {key}: {_option_text(key, value)}    # {layer}")
         return
     found = profiles.available()
-    width = max((len(n) for n in found), default=4)
+    rows = [("PROFILE", "BACKEND", "FILE", "DESCRIPTION")]
     for name, paths in sorted(found.items()):
         data = yaml.safe_load(paths[0].read_text()) or {}
-        print(f"{name:<{width}}  {data.get('backend', '?'):<6}  {paths[0]}  {data.get('description', '')}".rstrip())
-        for shadowed in paths[1:]:
-            print(f"{'':<{width}}  {'':<6}  (shadows {shadowed})")
-    print("\nSearch path, first match wins: " + ", ".join(str(d) for d in profiles.search_path()))
+        rows.append((name, str(data.get("backend", "?")), str(paths[0]), str(data.get("description", ""))))
+        rows += [("", "", f"(shadows {p})", "") for p in paths[1:]]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    print("\nProfiles are found in, first match wins: " + ", ".join(str(d) for d in profiles.search_path()))
+
+
+def _option_text(key: str, value: Any) -> str:
+    if key == "workers" and isinstance(value, (tuple, list)):
+        low, high = value
+        return str(high) if low == high else f"{low}:{high}"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def cmd_job_script(args: argparse.Namespace, rest: list[str]) -> None:
     from .backends import backend_for
     from .manifest import redact
 
-    apply_cluster_flags(args)
-    profile = profiles.resolve(args.profile)
+    args.cluster = args.profile
+    with cluster_flags(args):
+        profile = profiles.resolve()
     script = backend_for(profile.backend, profile.name).job_script(profile.options)
     if script is None:
         raise ValueError(f"profile {profile.name!r} (backend {profile.backend}) submits no job script")
@@ -224,14 +283,16 @@ def cmd_status(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def cmd_results(args: argparse.Namespace, rest: list[str]) -> None:
-    from .report import write_table
+    from .report import _csv_cell, write_table
     from .store import load
 
+    if args.format == "parquet" and args.output is None:
+        raise ValueError("--format parquet writes a file: give it with --output FILE.parquet")
     frame = load(args.store).to_frame()
-    if args.format == "csv" and args.output is None:
-        frame.to_csv(sys.stdout, index=False)
+    if args.output is None:
+        frame.map(_csv_cell).to_csv(sys.stdout, index=False)
         return
-    output = write_table(frame, args.output or args.store / f"results.{args.format}")
+    output = write_table(frame, args.output)
     print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -24,12 +25,22 @@ from .engine import in_task
 __all__ = ["sweep_cluster", "Session", "ClusterError", "active_session"]
 
 _stack: list[Session | None] = []  # innermost ``with sweep_cluster`` last (None: serial)
-_implicit: dict[str, Session] = {}
+_implicit: dict[str, Session | None] = {}
 _lock = threading.Lock()
 
 
 class ClusterError(RuntimeError):
     """The cluster cannot run the sweep (no workers arrive, workers cannot import code, ...)."""
+
+
+class _Quiet(logging.Filter):
+    """While a session runs: Dask's INFO chatter (connections opening and closing) and
+    the messages about what sweepkit handles itself stay out of the user's terminal."""
+
+    HANDLED = ("lose scattered data",)  # sweepkit sends the shared data again
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not any(h in record.getMessage() for h in self.HANDLED)
 
 
 class Session:
@@ -44,10 +55,14 @@ class Session:
         self.profile = profile
         self.backend = backend_for(profile.backend, profile.name)
         self._config = dask.config.set(LEAN_DASK_CONFIG)  # for the scheduler, in this process, while it runs
+        self._quiet = _Quiet()
+        self._handlers = list(logging.getLogger("distributed").handlers)
+        for handler in self._handlers:
+            handler.addFilter(self._quiet)
         try:
             self.cluster = self.backend.start(profile.options)
         except BaseException:
-            self._config.__exit__(None, None, None)
+            self._restore()
             raise
         try:
             self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
@@ -156,7 +171,12 @@ class Session:
             cleanup = getattr(self.backend, "cleanup", None)
             if cleanup:
                 cleanup(self.cluster)
-            self._config.__exit__(None, None, None)
+            self._restore()
+
+    def _restore(self) -> None:
+        self._config.__exit__(None, None, None)
+        for handler in self._handlers:
+            handler.removeFilter(self._quiet)
 
 
 @contextlib.contextmanager
@@ -191,19 +211,31 @@ def start(profile: profiles.Profile) -> Session | None:
 
 
 def active_session() -> Session | None:
-    """The session sweeps run on now, or None to run serially."""
+    """The session sweeps run on now, or None to run serially.
+
+    Outside any ``with sweep_cluster``, a profile named on the command line
+    (``sweepkit run --cluster``) or in ``$SWEEPKIT_CLUSTER`` starts on the first
+    sweep that needs it and stays up for the next ones.
+    """
     if in_task():  # a sweep inside a task runs serially, on that task's worker
         return None
     if _stack:
         return _stack[-1]
-    name = os.environ.get("SWEEPKIT_CLUSTER")
+    name = profiles.CLI_PROFILE or os.environ.get("SWEEPKIT_CLUSTER")
     if not name:
         return None
     with _lock:
         if name not in _implicit:
-            session = start(profiles.resolve(name))
-            if session is None:
-                return None
-            _implicit[name] = session
-            atexit.register(session.close)
+            _implicit[name] = start(profiles.resolve(name))
+            if _implicit[name] is not None:
+                atexit.register(_implicit[name].close)
         return _implicit[name]
+
+
+def close_implicit() -> None:
+    """Shut down the sessions that started on first use."""
+    with _lock:
+        for session in _implicit.values():
+            if session is not None:
+                session.close()
+        _implicit.clear()

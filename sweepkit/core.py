@@ -89,11 +89,18 @@ def sweep(
         collector = engine.Collector(results, run_store, bar)
         sizer = engine.BatchSizer(batch_size)
         args = (fn, tasks, todo, shared, root_seed, uses_rng, on_error == "raise", sizer, collector)
+        if run_store and len(todo) < len(tasks):
+            print(f"sweepkit: resuming {store}: {len(tasks) - len(todo)} of {len(tasks)} tasks already done", file=sys.stderr)
         try:
             if session is None:
                 engine.run_serial(*args)
             else:
                 engine.run_on_cluster(session, *args)
+        except KeyboardInterrupt:
+            done = len(results.done())
+            kept = f"; they are kept in {store}: run the same sweep again to resume" if run_store else ""
+            print(f"\nsweepkit: interrupted after {done} of {len(tasks)} tasks{kept}", file=sys.stderr)
+            raise
         finally:
             if bar is not None:
                 bar.close()

@@ -52,7 +52,10 @@ def search_path() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("SWEEPKIT_CLUSTERS", "").split(os.pathsep) if p]
     dirs += [Path.cwd() / "clusters", Path.home() / ".config" / "sweepkit" / "clusters"]
     dirs += [_builtin_dir()]
-    return dirs
+    unique: dict[Path, Path] = {}
+    for d in dirs:  # each folder once, in its first place
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
 def _builtin_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from pathlib import Path
@@ -70,8 +71,15 @@ def write_table(frame, output: Path) -> Path:
                 frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else repr(v))
             frame.to_parquet(output, index=False)
             return output
-    frame.to_csv(output, index=False)
+    frame.map(_csv_cell).to_csv(output, index=False)
     return output
+
+
+def _csv_cell(v: Any) -> Any:
+    """Arrays and lists as JSON lists (``[3, 17, 42]``): one line, and readable back."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    return json.dumps(v) if isinstance(v, (list, tuple)) else v
 
 
 def verify(path: Path, sample: int = 10, seed: int = 0) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ __all__ = ["open_store", "load", "StoreError", "StoreLocked", "StoreMismatch"]
 MAGIC = b"SWK1"
 HEADER = struct.Struct("<4sII")  # magic, payload length, crc32
 LOG, MANIFEST, INPUTS, LOCK, JOB_SCRIPT = "results.log", "manifest.json", "inputs", ".lock", "job-script.sh"
+FORMAT = 1  # of the store's files; a store of another format is refused, not misread
 
 
 class StoreError(RuntimeError):
@@ -156,6 +157,7 @@ def open_store(path, fn, tasks, shared: dict, seed: int | None, session, uses_rn
         else:
             seed = int(seed if seed is not None else np.random.SeedSequence().entropy)
         info = old or {
+            "format": FORMAT,
             "run_id": uuid.uuid4().hex,
             "created": mf.now(),
             **identity,
@@ -211,8 +213,8 @@ def _check_same(path: Path, old: dict, new: dict, seed: int | None) -> None:
     if changed:
         raise StoreMismatch(
             f"store {path} holds a different sweep; changed since it was started: {'; '.join(changed)}. "
-            "To start a new run, give sweep() another store folder (or delete this one); "
-            "to resume the stored run, call it with the same function, tasks, seed and shared data."
+            "To start a new run, use another store folder (store= in Python, --out for a recipe) or delete this one; "
+            "to resume the stored run, use the same function, tasks, seed and shared data (the same options, for a recipe)."
         )
 
 
@@ -297,11 +299,17 @@ def _cut_torn_tail(log: Path) -> None:
 
 def _read_manifest(path: Path) -> dict | None:
     try:
-        return json.loads((path / MANIFEST).read_text())
+        info = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as exc:
         raise StoreError(f"{path / MANIFEST} is not valid JSON ({exc}); is {path} a sweepkit store?") from None
+    if info.get("format") != FORMAT:
+        raise StoreError(
+            f"{path} was written in store format {info.get('format', 'unknown')}, and this sweepkit reads format {FORMAT}; "
+            "read it with the sweepkit version that wrote it, or start a new run in another folder"
+        )
+    return info
 
 
 def _main_file() -> str | None:
@@ -336,9 +344,14 @@ def results_digest(results: Results) -> str:
 
 # -- reading a store ------------------------------------------------------------------------
 def read_manifest(path) -> dict:
-    found = _read_manifest(Path(path))
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist")
+    found = _read_manifest(path) if path.is_dir() else None
     if found is None:
-        raise StoreError(f"{path} is not a sweepkit store (no {MANIFEST}); pass the folder given as store= or --out")
+        inside = sorted(str(m.parent) for m in path.glob(f"*/{MANIFEST}")) if path.is_dir() else []
+        hint = f"; the stores inside it: {', '.join(inside)}" if inside else "; give the folder passed as store= or --out"
+        raise StoreError(f"{path} is not a sweepkit store (no {MANIFEST}){hint}")
     return found
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 
@@ -27,4 +28,5 @@ def dask_setup(nanny) -> None:
 def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
+    shutil.rmtree(os.environ.get("SWEEPKIT_SCRATCH", ""), ignore_errors=True)  # the cluster's scratch folder
     os._exit(0)  # the worker process follows: it exits when its nanny's pipe closes

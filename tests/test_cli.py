@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -63,11 +65,13 @@ def test_recipe_help_lists_its_options():
 def test_clusters_lists_profiles_with_their_files():
     done = sweepkit("clusters")
     assert done.returncode == 0, done.stderr
-    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line and not line.startswith((" ", "Search"))}
-    assert {"local", "serial"} <= lines.keys()
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line and not line.startswith((" ", "Profiles"))}
+    assert done.stdout.startswith("PROFILE  BACKEND") and {"local", "serial", "sge", "slurm"} <= lines.keys()
     assert "clusters/local.yaml" in lines["local"]
+    search = done.stdout.splitlines()[-1]
+    assert search.count(str(ROOT / "clusters")) == 1, "each folder once"
     shown = sweepkit("clusters", "--show", "local", SWEEPKIT_WORKERS="3")
-    assert "workers: (3, 3)    # environment" in shown.stdout and "threads: 1    # profile file" in shown.stdout
+    assert "workers: 3    # environment: SWEEPKIT_WORKERS" in shown.stdout and "threads: 1    # profile file" in shown.stdout
 
 
 def test_errors_are_one_clear_line(tmp_path):
@@ -75,7 +79,10 @@ def test_errors_are_one_clear_line(tmp_path):
     assert unknown.returncode == 1
     assert "unknown cluster profile 'sgee'" in unknown.stderr and "Traceback" not in unknown.stderr
     missing = sweepkit("status", str(tmp_path / "nothing"))
-    assert missing.returncode == 1 and "is not a sweepkit store" in missing.stderr
+    assert missing.returncode == 1 and "nothing does not exist" in missing.stderr
+    (tmp_path / "plain").mkdir()
+    not_a_store = sweepkit("status", str(tmp_path / "plain"))
+    assert not_a_store.returncode == 1 and "is not a sweepkit store (no manifest.json)" in not_a_store.stderr
     local_script = sweepkit("job-script", "local")
     assert local_script.returncode == 1 and "submits no job script" in local_script.stderr
 
@@ -98,3 +105,31 @@ def test_recipe_options_from_a_signature():
 
     with pytest.raises(TypeError, match="option 'options' has type"):
         run_recipe(bad, [])
+
+
+def test_help_and_option_typos_answer_at_once_without_starting_a_cluster():
+    helped = sweepkit("run", "recipes/elastic_net_simulation.py", "--help")
+    assert helped.returncode == 0 and "started cluster" not in helped.stderr
+    assert "--n-runs N_RUNS" in helped.stdout and "--cluster NAME, --workers N" in helped.stdout
+    assert "(default: None)" not in helped.stdout
+    typo = sweepkit("run", "recipes/elastic_net_simulation.py", "--n-run", "20")
+    assert typo.returncode == 2 and "started cluster" not in typo.stderr
+    assert "unrecognized argument '--n-run'; did you mean --n-runs?" in typo.stderr
+
+
+def test_ctrl_c_keeps_what_finished_and_the_same_command_resumes(tmp_path):
+    command = [SWEEPKIT, "run", "recipes/elastic_net_simulation.py", "--n-runs", "3000", "--out", str(tmp_path / "run"),
+               "--workers", "2", "--set", "dashboard-address=127.0.0.1:0"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "results.log").exists() or (tmp_path / "run" / "results.log").stat().st_size < 50_000:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    assert "sweepkit: interrupted after" in err and "run the same sweep again to resume" in err
+    assert "Traceback" not in err
+    again = sweepkit(*command[1:])
+    assert again.returncode == 0, again.stderr
+    assert "sweepkit: resuming" in again.stderr and "9000 fits (3000 runs x 3 models), 0 failed" in again.stdout

@@ -181,3 +181,19 @@ def test_a_missing_extra_says_what_to_install(monkeypatch):
     monkeypatch.setitem(BACKENDS, "fake", ("no_such_backend_module", "Backend", "sge"))
     with pytest.raises(ModuleNotFoundError, match=r'the \'fake\' backend needs no_such_backend_module.*pip install "sweepkit\[sge\]"'):
         backend_for("fake")
+
+
+def test_workers_that_cannot_start_fail_fast_with_their_own_error():
+    start = time.monotonic()
+    with pytest.raises(sweepkit.ClusterError) as err:
+        with sweepkit.sweep_cluster("local", workers=2, dashboard_address="127.0.0.1:0", env={"PYTHONHOME": "/nonexistent"}):
+            pass
+    assert time.monotonic() - start < 20
+    assert "local worker" in str(err.value) and "exited with code" in str(err.value)
+    assert "PYTHONHOME" in str(err.value) or "encodings" in str(err.value)  # the worker's own last words
+
+
+def test_bad_option_values_are_refused_before_any_worker_starts():
+    with pytest.raises(ValueError, match="option 'memory' must be a size such as 4GiB"):
+        with sweepkit.sweep_cluster("local", memory="lots"):
+            pass

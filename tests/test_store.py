@@ -267,7 +267,26 @@ def test_status_and_results_commands(tmp_path, capsys):
         cli(["results", str(tmp_path / "s")])
     csv = capsys.readouterr().out
     assert csv.splitlines()[0].startswith("task,i,sq,seed,status,error,duration,worker") and len(csv.splitlines()) == 6
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:
         cli(["results", str(tmp_path / "s"), "--format", "parquet"])
-    table = pd.read_parquet(tmp_path / "s" / "results.parquet")
+    assert "give it with --output FILE.parquet" in str(refused.value.code)
+    with pytest.raises(SystemExit):
+        cli(["results", str(tmp_path / "s"), "--format", "parquet", "--output", str(tmp_path / "t.parquet")])
+    table = pd.read_parquet(tmp_path / "t.parquet")
     assert table["sq"].tolist()[:2] == [0, 1] and table["status"].tolist()[2] == "error"
+
+
+def test_csv_holds_arrays_as_one_line_lists(tmp_path, capsys):
+    sweep(lambda i: {"selected": np.arange(i + 30)}, grid(i=range(3)), store=tmp_path / "s")
+    with pytest.raises(SystemExit):
+        cli(["results", str(tmp_path / "s")])
+    frame = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(frame) == 3 and json.loads(frame.loc[2, "selected"]) == list(range(32))
+
+
+def test_a_store_of_another_format_is_refused(tmp_path):
+    sweep(lambda i: i, grid(i=range(3)), store=tmp_path / "s")
+    info = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps({**info, "format": 99}))
+    with pytest.raises(sweepkit.StoreError, match="written in store format 99, and this sweepkit reads format 1"):
+        sweepkit.load(tmp_path / "s")
