@@ -291,7 +291,7 @@ def main(
         sample_sizes: sizes of the data sets sampled from the network (e.g. --sample-sizes 250 1000 5000)
         seed: seed of the sampled data sets and of every bootstrap resample
     """
-    require("pgmpy", "recipes")
+    require("pgmpy", "bayesian")
     require("matplotlib", "recipes")
     sizes = sorted({int(s) for s in sample_sizes})
     data = {n: sample_asia(n, seed=data_seed(seed, n)) for n in sizes}

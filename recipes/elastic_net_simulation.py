@@ -103,23 +103,27 @@ def _mean_sd(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(frame: pd.DataFrame, frequency: pd.DataFrame, beta, path: Path) -> None:
+    """Test error per model, and how often the sparse models select each feature."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = frame[frame["status"] == "ok"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.boxplot([ok.loc[ok["model"] == m, "test_mse"] for m in MODELS], tick_labels=list(MODELS))
-    left.set(title="Test error over bootstrap runs", ylabel="test MSE")
-    shown = min(frequency.shape[1], 30)
-    for m in MODELS:
-        right.plot(range(shown), frequency.loc[m].to_numpy()[:shown], marker="o", ms=3, label=m)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), width_ratios=(1, 2.2))
+    left.boxplot([ok.loc[ok["model"] == m, "test_mse"] for m in MODELS], tick_labels=list(MODELS), whis=(2.5, 97.5), showfliers=False)
+    left.set(title=f"Test error over {len(ok) // len(MODELS)} bootstrap runs", ylabel="test MSE (box: quartiles, whiskers: 95%)")
+    features = np.arange(frequency.shape[1])
     if beta is not None:
-        for j in np.flatnonzero(beta[:shown]):
-            right.axvspan(j - 0.4, j + 0.4, color="0.9", zorder=0)
-    right.set(title="Selection frequency (grey: true signal)", xlabel="feature", ylabel="fraction of runs", ylim=(-0.02, 1.02))
-    right.legend(loc="center right")
+        for j in np.flatnonzero(beta):
+            right.axvspan(j - 0.45, j + 0.45, color="0.88", zorder=0)
+    for m, marker in zip(("lasso", "elastic_net"), "os"):  # ridge keeps every feature: nothing to show
+        right.plot(features, frequency.loc[m].to_numpy(), marker=marker, ms=3.5, lw=1, label=m)
+    right.set(
+        title="How often each feature is selected" + (" (grey: true non-zero coefficient)" if beta is not None else ""),
+        xlabel="feature", ylabel="fraction of runs", ylim=(-0.02, 1.02), xlim=(-0.7, len(features) - 0.3),
+    )
+    right.legend(loc="upper right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -163,6 +167,7 @@ def main(
 
     pd.set_option("display.width", 140)
     print(f"\n{len(frame)} fits ({n_runs} runs x {len(MODELS)} models), {results.counts()['error']} failed; seed {results.seed}")
+    print("mean ± sd over the runs:")
     print(_mean_sd(summary).to_string())
     print(f"\nSelection frequency of the first features:\n{frequency.iloc[:, :10].round(2).to_string()}")
     print(f"\nWrote {table}, {out / 'summary.csv'}, {out / 'selection_frequency.csv'}, {out / 'plot.png'}")
