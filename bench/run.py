@@ -1,7 +1,7 @@
 """Benchmark: sweepkit against the tools these users would otherwise use, in one run.
 
-    python bench/run.py                 # the full benchmark (about 10 minutes on 2 cores)
-    python bench/run.py --quick         # a smoke run (about 1 minute)
+    python bench/run.py                 # the full benchmark (about 15 minutes on 2 cores)
+    python bench/run.py --quick         # a smoke run (about 2 minutes)
 
 Workloads, identical tasks for every engine:
   - elastic-net: the main recipe's fits (recipes/elastic_net_simulation.py, default
@@ -10,9 +10,13 @@ Workloads, identical tasks for every engine:
   - 1M no-op: one million no-op tasks through sweepkit, with the driver's peak memory.
 Engines: a serial loop (the reference, BLAS at one thread), sweepkit on a local
 cluster, plain Dask ``client.map`` with the shared data scattered once, joblib
-``Parallel`` (loky) and ``multiprocessing.Pool.map`` with a chunksize. Every engine's
-results are checked against the serial loop's. Engines alternate over several
-rounds and the best round counts: these machines are noisy.
+``Parallel`` (loky) and ``multiprocessing.Pool.map`` with a chunksize.
+
+Each measurement runs in a fresh process: the engine starts (cluster, pool), warms
+up on a few tasks, then the timed run; so no engine's leftovers (a scheduler still
+releasing futures, idle pools) run beside the next one. Engines alternate over
+several rounds and the best round counts: these machines are noisy. Every engine's
+results are checked against the serial loop's.
 
 Parallel efficiency = serial time / (workers x wall time). Results go to
 bench/results/latest.json and latest.md.
@@ -21,102 +25,86 @@ bench/results/latest.json and latest.md.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import multiprocessing
 import os
+import pickle
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "recipes"))
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE.parent / "recipes"), str(HERE)]
 
 import workloads  # noqa: E402  (bench/workloads.py: the task functions, importable by every engine)
 
-import sweepkit  # noqa: E402
-from sweepkit.report import same  # noqa: E402
-
+ENGINES = ("serial", "sweepkit", "dask map", "joblib", "mp.Pool")
 SEED = 2024
 
 
-# -- engines: each gets the sweepkit tasks and the same tasks as plain dicts, and returns values in order --
-def run_serial(fn, tasks, plain, shared, workers):
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        return [fn(**t, **shared) for t in plain]
-
-
-def run_sweepkit(fn, tasks, plain, shared, workers):
-    return sweepkit.sweep(fn, tasks, shared=shared, seed=SEED).to_list()
-
-
-def run_dask_map(fn, tasks, plain, shared, workers, *, client):
-    scattered = {k: client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
-    futures = client.map(workloads.call, [fn] * len(plain), plain, shared=scattered, pure=False)
-    values = client.gather(futures)
-    del futures, scattered
-    return values
-
-
-def run_joblib(fn, tasks, plain, shared, workers):
-    from joblib import Parallel, delayed
-
-    return Parallel(n_jobs=workers, backend="loky")(delayed(fn)(**t, **shared) for t in plain)
-
-
-def run_pool(fn, tasks, plain, shared, workers, *, pool):
-    chunksize = max(1, len(plain) // (4 * workers))  # Pool.map's own default rule
-    return pool.map(workloads.call_with_globals, [(fn, t) for t in plain], chunksize=chunksize)
-
-
-def time_it(run: Callable[[], list]) -> tuple[float, list]:
-    gc.collect()
-    start = time.perf_counter()
-    values = run()
-    return time.perf_counter() - start, values
-
-
-def bench_workload(name, fn, tasks, shared, workers, rounds, engines) -> dict:
+# -- one measurement, in its own process ------------------------------------------------
+def measure(engine: str, workload: str, n: int, workers: int, out: Path) -> None:
+    """Start ``engine``, warm it up, time one run of ``workload``; write (seconds, values) to ``out``."""
+    fn, tasks, shared = workloads.workload(workload, n, SEED)
     plain = workloads.bound(tasks, SEED)
-    print(f"\n== {name}: {len(tasks)} tasks, {workers} workers, best of {rounds} rounds", flush=True)
-    reference = None
-    best: dict[str, float] = {}
+    warm = slice(0, 4 * workers)
+    with workloads.engine(engine, workers, shared) as run:
+        run(fn, tasks[warm], plain[warm])
+        start = time.perf_counter()
+        values = run(fn, tasks, plain)
+        seconds = time.perf_counter() - start
+    with open(out, "wb") as f:
+        pickle.dump((seconds, values), f)
+
+
+def timed(engine: str, workload: str, n: int, workers: int) -> tuple[float, list]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "measurement.pkl"
+        subprocess.run(
+            [sys.executable, __file__, "--measure", engine, workload, str(n), str(workers), str(out)],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        with open(out, "rb") as f:
+            return pickle.load(f)
+
+
+def bench_workload(workload: str, n: int, workers: int, rounds: int) -> dict:
+    from sweepkit.report import same
+
+    print(f"\n== {workload}: {n} tasks, {workers} workers, best of {rounds} rounds", flush=True)
+    reference, best = None, {}
     for r in range(rounds):
-        for engine, run in engines.items():
-            seconds, values = time_it(lambda: run(fn, tasks, plain, shared, workers))
+        for engine in ENGINES:
+            seconds, values = timed(engine, workload, n, workers)
             if engine == "serial":
                 reference = reference or values
             elif not same(values, reference):
-                raise AssertionError(f"{engine} returned different results from the serial loop on {name}")
+                raise AssertionError(f"{engine} returned different results from the serial loop on {workload}")
             best[engine] = min(best.get(engine, float("inf")), seconds)
             print(f"   round {r + 1}  {engine:<10} {seconds:8.2f} s", flush=True)
     serial = best["serial"]
-    rows = {}
-    for engine, seconds in best.items():
-        rows[engine] = {
-            "wall_s": round(seconds, 3),
-            "efficiency": round(serial / (workers * seconds), 3) if engine != "serial" else 1.0,
-            "overhead_us_per_task": round((seconds * (1 if engine == "serial" else workers) - (serial if engine != "serial" else 0)) / len(tasks) * 1e6, 2),
-        }
-    return {"tasks": len(tasks), "workers": workers, "rounds": rounds, "engines": rows}
+    return {
+        "tasks": n, "workers": workers, "rounds": rounds,
+        "engines": {
+            engine: {
+                "wall_s": round(seconds, 3),
+                "efficiency": round(serial / (workers * seconds), 3),
+                "overhead_us_per_task": round((workers * seconds - serial) / n * 1e6, 2),
+            }
+            for engine, seconds in best.items()
+        },
+    }
 
 
 def million(n: int, workers: int) -> dict:
-    """One million no-op tasks through sweepkit, in a fresh process, with its peak memory."""
+    """``n`` no-op tasks through sweepkit, in a fresh process, with its peak memory."""
     code = f"""
-import json, resource, time, sweepkit, psutil, os
+import json, resource, time, psutil, sweepkit
 def noop(x):
     return x
-with sweepkit.sweep_cluster("local", workers={workers}, dashboard_address="127.0.0.1:0") as s:
-    s.client.wait_for_workers({workers})
+with sweepkit.sweep_cluster("local", workers={workers}, dashboard_address="127.0.0.1:0"):
     sweepkit.sweep(noop, sweepkit.grid(x=range(1000)))
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
@@ -137,10 +125,11 @@ print(json.dumps({{"tasks": {n}, "wall_s": round(wall, 2), "us_per_task": round(
 def machine() -> dict:
     import importlib.metadata as md
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
     return {
         "date": time.strftime("%Y-%m-%d"),
-        "cpu": cpu,
+        "cpu": models[0] if models else platform.processor(),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "os": platform.platform(),
@@ -153,8 +142,9 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
-        f"dask {m['packages']['distributed']}, joblib {m['packages']['joblib']}; {report['workers']} workers; best of "
-        f"{report['rounds']} alternating rounds.",
+        f"dask/distributed {m['packages']['distributed']}, joblib {m['packages']['joblib']}, scikit-learn "
+        f"{m['packages']['scikit-learn']}; {report['workers']} workers; best of {report['rounds']} alternating rounds, "
+        "each engine in a fresh process.",
         "",
         "| workload | engine | wall (s) | parallel efficiency | overhead per task (µs) |",
         "|---|---|---:|---:|---:|",
@@ -168,10 +158,10 @@ def markdown(report: dict) -> str:
     mil = report["million"]
     lines += [
         "",
-        f"1,000,000 no-op tasks through sweepkit: {mil['wall_s']:.1f} s ({mil['us_per_task']:.1f} µs per task), "
-        f"driver peak memory {mil['driver_peak_rss_mb']:.0f} MB (it held {mil['driver_rss_before_mb']:.0f} MB before the sweep).",
+        f"{mil['tasks']:,} no-op tasks through sweepkit: {mil['wall_s']:.1f} s ({mil['us_per_task']:.1f} µs per task), "
+        f"driver peak memory {mil['driver_peak_rss_mb']:.0f} MB ({mil['driver_rss_before_mb']:.0f} MB before the sweep).",
         "",
-        "Efficiency = serial time / (workers × wall time); overhead per task = (workers × wall − serial) / tasks.",
+        "Efficiency = serial time / (workers × wall time); overhead per task = (workers × wall − serial time) / tasks.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -185,37 +175,17 @@ def main() -> None:
     parser.add_argument("--noops", type=int, default=20_000)
     parser.add_argument("--million", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--measure", nargs=5, metavar=("ENGINE", "WORKLOAD", "N", "WORKERS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure:
+        engine, workload, n, workers, out = args.measure
+        return measure(engine, workload, int(n), int(workers), Path(out))
     if args.quick:
         args.rounds, args.fits, args.noops, args.million = 1, 1000, 2000, 20_000
-    from distributed import Client, LocalCluster
-
-    workers = args.workers
-    report = {"machine": machine(), "workers": workers, "rounds": args.rounds}
-    data = workloads.elastic_net_data(SEED)
-    with sweepkit.sweep_cluster("local", workers=workers, dashboard_address="127.0.0.1:0") as session, \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
-        session.client.wait_for_workers(workers)
-        client.wait_for_workers(workers)
-        for name, fn, tasks, shared in [
-            ("elastic-net", workloads.fit_one, workloads.elastic_net_tasks(args.fits), data),
-            ("no-op", workloads.noop, sweepkit.grid(x=range(args.noops)), {}),
-        ]:
-            spawn = multiprocessing.get_context("spawn")
-            with spawn.Pool(workers, initializer=workloads.set_shared, initargs=(shared,)) as pool:
-                engines = {
-                    "serial": run_serial,
-                    "sweepkit": run_sweepkit,
-                    "dask map": lambda *a: run_dask_map(*a, client=client),
-                    "joblib": run_joblib,
-                    "mp.Pool": lambda *a: run_pool(*a, pool=pool),
-                }
-                warm = tasks[: 4 * workers]
-                for run in engines.values():  # start pools, import libraries, fill caches
-                    run(fn, warm, workloads.bound(warm, SEED), shared, workers)
-                report[name] = bench_workload(name, fn, tasks, shared, workers, args.rounds, engines)
-    report["million"] = million(args.million, workers)
+    report = {"machine": machine(), "workers": args.workers, "rounds": args.rounds}
+    report["elastic-net"] = bench_workload("elastic-net", args.fits, args.workers, args.rounds)
+    report["no-op"] = bench_workload("no-op", args.noops, args.workers, args.rounds)
+    report["million"] = million(args.million, args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "quick" if args.quick else "latest"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest as mf
+from .engine import dumps
 from .results import ERROR, OK, Results, TaskFailure
 from .tasks import as_tasks
 
@@ -117,7 +118,8 @@ class Store:
             "indices": list(indices), "statuses": res.statuses, "durations": res.durations, "worker": res.worker,
             "seeds": res.seeds, "errors": {i: v.error for i, v, s in zip(indices, res.values, res.statuses) if s == ERROR},
         }
-        os.write(self._log, frame(pickle.dumps((meta, _dumps(res.values)), protocol=5)))
+        values = res.packed if res.packed is not None else _dumps(res.values)
+        os.write(self._log, frame(pickle.dumps((meta, values), protocol=5)))
         os.fsync(self._log)
         self.written += len(indices)
 
@@ -319,12 +321,10 @@ def _main_file() -> str | None:
 
 
 def _dumps(values: list) -> bytes:
-    import cloudpickle
-
     try:
-        return cloudpickle.dumps(values, protocol=5)
+        return dumps(values)
     except Exception:  # an exception object that will not pickle: keep its text
-        return cloudpickle.dumps([_text_only(v) for v in values], protocol=5)
+        return dumps([_text_only(v) for v in values])
 
 
 def _text_only(value: Any) -> Any:

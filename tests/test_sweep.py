@@ -257,3 +257,13 @@ def test_a_million_tasks_on_two_workers(local2):
     assert results.to_list()[::100_000] == list(range(0, 1_000_000, 100_000))
     assert grown < 400 * 2**20, f"driver memory grew by {grown / 2**20:.0f} MB"
     assert not [k for k in local2.cluster.scheduler.tasks if str(k).startswith("sweepkit-batch")], "batches released"
+
+
+def test_a_result_that_cannot_travel_fails_only_its_task(local2):
+    def maybe_lock(i):
+        return threading.Lock() if i == 3 else i
+
+    results = sweep(maybe_lock, grid(i=range(6)), on_error="collect")
+    assert [results[i] for i in (0, 1, 2, 4, 5)] == [0, 1, 2, 4, 5]
+    (failure,) = results.errors
+    assert failure.index == 3 and "its result (lock) cannot be pickled" in failure.error
