@@ -37,10 +37,14 @@ class _Quiet(logging.Filter):
     """While a session runs: Dask's INFO chatter (connections opening and closing) and
     the messages about what sweepkit handles itself stay out of the user's terminal."""
 
-    HANDLED = ("lose scattered data",)  # sweepkit sends the shared data again
+    HANDLED = (
+        "lose scattered data",  # sweepkit sends the shared data again
+        "Command exited with non-zero exit code",  # a refused job submission: diagnose() quotes it
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING and not any(h in record.getMessage() for h in self.HANDLED)
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return record.levelno >= logging.WARNING and not any(h in text for h in self.HANDLED)
 
 
 class Session:
@@ -56,9 +60,9 @@ class Session:
         self.backend = backend_for(profile.backend, profile.name)
         self._config = dask.config.set(LEAN_DASK_CONFIG)  # for the scheduler, in this process, while it runs
         self._quiet = _Quiet()
-        self._handlers = list(logging.getLogger("distributed").handlers)
-        for handler in self._handlers:
-            handler.addFilter(self._quiet)
+        self._filtered = [*logging.getLogger("distributed").handlers, logging.getLogger("tornado.application")]
+        for f in self._filtered:  # Dask's own handlers, and the logger of failed callbacks
+            f.addFilter(self._quiet)
         try:
             self.cluster = self.backend.start(profile.options)
         except BaseException:
@@ -70,6 +74,7 @@ class Session:
             self._close_cluster()
             raise
         self._slots = (0, 0.0)  # (threads, when counted)
+        self.task_seconds: dict[str, float] = {}  # function -> seconds per task, measured by its last sweep
         self.closed = False
 
     # -- what the engine needs -----------------------------------------------------
@@ -116,8 +121,9 @@ class Session:
         if problem:
             raise ClusterError(f"{self.describe()} cannot run the sweep: {problem}")
 
-    def scatter(self, fn, shared: dict[str, Any]):
-        """Send ``fn`` and each shared object to every worker, once, under fresh keys.
+    def scatter(self, fn, tasks, shared: dict[str, Any]):
+        """Send ``fn``, the task list and each shared object to every worker, once,
+        under fresh keys.
 
         Everything goes in one list, so each object (a dict or a list included) stays
         one opaque value under a random key: two sweeps never share a key.
@@ -125,15 +131,16 @@ class Session:
         import cloudpickle
 
         try:
-            fn_future, *futures = self.client.scatter([fn, *shared.values()], broadcast=True, hash=False)
+            fn_future, tasks_future, *futures = self.client.scatter([fn, tasks, *shared.values()], broadcast=True, hash=False)
         except Exception as exc:
-            for name, obj in [("the function", fn), *((f"shared[{k!r}]", v) for k, v in shared.items())]:
+            named = [("the function", fn), ("the task list", tasks), *((f"shared[{k!r}]", v) for k, v in shared.items())]
+            for name, obj in named:
                 try:
                     cloudpickle.dumps(obj)
                 except Exception as why:
                     raise TypeError(f"{name} cannot be sent to the workers: {type(why).__name__}: {why}") from exc
             raise
-        return fn_future, dict(zip(shared, futures))
+        return fn_future, tasks_future, dict(zip(shared, futures))
 
     def explain_failure(self, exc: BaseException) -> Exception:
         """A clear error for a batch that failed outside the user's function."""
@@ -164,6 +171,7 @@ class Session:
 
     def _close_cluster(self) -> None:
         try:
+            self.backend.closing(self.cluster)
             self.cluster.close(timeout=30)
         except Exception as exc:  # never let a shutdown error hide the user's own
             print(f"sweepkit: closing the cluster raised {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -175,8 +183,8 @@ class Session:
 
     def _restore(self) -> None:
         self._config.__exit__(None, None, None)
-        for handler in self._handlers:
-            handler.removeFilter(self._quiet)
+        for f in self._filtered:
+            f.removeFilter(self._quiet)
 
 
 @contextlib.contextmanager

@@ -84,10 +84,11 @@ def sweep(
     try:
         if run_store:
             run_store.load_into(results)
-        todo = np.flatnonzero(results._status != engine.OK).tolist()
+        todo = _as_range(np.flatnonzero(results._status != engine.OK).tolist())
         bar = _progress_bar(len(tasks), len(tasks) - len(todo), fn, progress)
         collector = engine.Collector(results, run_store, bar)
-        sizer = engine.BatchSizer(batch_size)
+        timing_key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        sizer = engine.BatchSizer(batch_size, per_task=session.task_seconds.get(timing_key) if session else None)
         args = (fn, tasks, todo, shared, root_seed, uses_rng, on_error == "raise", sizer, collector)
         if run_store and len(todo) < len(tasks):
             print(f"sweepkit: resuming {store}: {len(tasks) - len(todo)} of {len(tasks)} tasks already done", file=sys.stderr)
@@ -104,6 +105,8 @@ def sweep(
         finally:
             if bar is not None:
                 bar.close()
+            if session is not None and sizer.per_task:  # the next sweep of fn starts at the right size
+                session.task_seconds[timing_key] = sizer.per_task
     finally:
         if run_store:
             run_store.close(results)
@@ -111,6 +114,13 @@ def sweep(
     if on_error == "raise" and failure is not None:
         raise TaskError(failure, results) from failure.exception
     return results
+
+
+def _as_range(indices: list[int]) -> range | list[int]:
+    """Contiguous indices as a range: batches of it travel as two numbers."""
+    if indices and indices[-1] - indices[0] == len(indices) - 1:
+        return range(indices[0], indices[-1] + 1)
+    return indices
 
 
 def check_call(fn: Callable, tasks, shared: dict) -> bool:

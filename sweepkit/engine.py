@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,10 @@ def task_seed(root_seed: int, index: int) -> int:
 
 @dataclass
 class Batch:
-    indices: list[int]
-    params: list[dict]
+    """Tasks that travel together: only their indices (a range when contiguous); the
+    worker looks their parameters up in the task list it received once per sweep."""
+
+    indices: Sequence[int]
 
 
 @dataclass
@@ -85,7 +87,7 @@ def dumps(values: list) -> bytes:
 
 
 def run_batch(
-    fn: Callable, batch: Batch, shared: dict, root_seed: int, uses_rng: bool, stop_on_error: bool,
+    fn: Callable, tasks: Tasks, batch: Batch, shared: dict, root_seed: int, uses_rng: bool, stop_on_error: bool,
     in_process: bool = False,
 ) -> BatchResult:
     """Call ``fn`` for every task of ``batch``; exceptions become TaskFailure values."""
@@ -95,7 +97,8 @@ def run_batch(
     clock, stopped = time.perf_counter, False
     _task_context.active = True
     try:
-        for i, params in zip(batch.indices, batch.params):
+        for i in batch.indices:
+            params = tasks._get(i)
             kwargs = {k: v.bind(root_seed) if isinstance(v, _Seeded) else v for k, v in params.items()}
             kwargs.update(shared)
             if seeds is not None:
@@ -124,7 +127,7 @@ def run_batch(
             try:
                 dumps([value])
             except Exception as exc:
-                values[k] = _failure(i, batch.params[k], TypeError(f"its result ({type(value).__name__}) cannot be pickled to return it: {exc}"), True)
+                values[k] = _failure(i, tasks._get(i), TypeError(f"its result ({type(value).__name__}) cannot be pickled to return it: {exc}"), True)
                 statuses[k] = ERROR
         return BatchResult(values, durations, bytes(statuses), seeds, worker, stopped).pack()
 
@@ -155,13 +158,15 @@ class BatchSizer:
 
     Batches aim at ``target`` seconds of work, long enough to hide the per-task
     overhead of the scheduler, and shrink towards the end (guided scheduling) so
-    every worker stays busy to the last task. A ``fixed`` size overrides all that.
+    every worker stays busy to the last task. Until a first batch has been timed,
+    batches hold one task, unless ``per_task`` (seconds, measured by an earlier sweep
+    of the same function) is known. A ``fixed`` size overrides all that.
     """
 
-    def __init__(self, fixed: int | None = None, target: float = 0.5, limit: int = 10_000):
+    def __init__(self, fixed: int | None = None, target: float = 0.5, limit: int = 10_000, per_task: float | None = None):
         self.fixed, self.target, self.limit = fixed, target, limit
-        self.per_task: float | None = None  # smoothed seconds per task
-        self.largest = 1
+        self.per_task = per_task  # smoothed seconds per task
+        self.largest = max(1, int(target / per_task)) if per_task else 1
 
     def observe(self, n_tasks: int, seconds: float) -> None:
         if n_tasks:
@@ -173,21 +178,20 @@ class BatchSizer:
             return min(self.fixed, remaining)
         if self.per_task is None:
             return 1
-        size = min(self.target / self.per_task, 8 * self.largest, self.limit)
+        size = min(self.target / self.per_task, 16 * self.largest, self.limit)  # grow fast, not blindly
         size = min(size, math.ceil(remaining / (2 * max(slots, 1))))  # guided tail
         size = max(1, int(size))
         self.largest = max(self.largest, size)
         return min(size, remaining)
 
 
-def batches(tasks: Tasks, todo: list[int], size: Callable[[int], int]) -> Iterator[Batch]:
-    """Cut ``todo`` into batches; ``size(unsent)`` decides each batch's length."""
-    get = tasks._get  # indices come from range(len(tasks)): no bounds checks needed
+def batches(todo: Sequence[int], size: Callable[[int], int]) -> Iterator[Batch]:
+    """Cut ``todo`` (a range, or a list when a resumed run has gaps) into batches;
+    ``size(unsent)`` decides each batch's length."""
     start = 0
     while start < len(todo):
         stop = start + size(len(todo) - start)
-        indices = todo[start:stop]
-        yield Batch(indices, [get(j) for j in indices])
+        yield Batch(todo[start:stop])
         start = stop
 
 
@@ -212,9 +216,9 @@ def run_serial(fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, size
     """Run the tasks in this process, one batch after another (a debugger works here)."""
     from threadpoolctl import threadpool_limits
 
-    for batch in batches(tasks, todo, lambda unsent: sizer.next(unsent, 1)):
+    for batch in batches(todo, lambda unsent: sizer.next(unsent, 1)):
         with threadpool_limits(1):  # as on Dask workers: same floats everywhere
-            res = run_batch(fn, batch, shared, root_seed, uses_rng, stop_on_error, in_process=True)
+            res = run_batch(fn, tasks, batch, shared, root_seed, uses_rng, stop_on_error, in_process=True)
         sizer.observe(len(res.durations), sum(res.durations))
         collector.add(batch, res)
         if res.stopped:
@@ -234,15 +238,15 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
 
     client = session.client
     session.ensure_workers()
-    inputs = [session.scatter(fn, shared)]  # (fn future, shared futures); replaced if their data are lost
+    inputs = [session.scatter(fn, tasks, shared)]  # futures of fn, tasks, shared; replaced if their data are lost
     done: queue.SimpleQueue = queue.SimpleQueue()
     in_flight: dict = {}  # future -> (Batch, the inputs it was submitted with)
     retry: list[Batch] = []
 
     def submit(batch: Batch) -> None:
-        fn_future, shared_futures = inputs[-1]
+        fn_future, tasks_future, shared_futures = inputs[-1]
         fut = client.submit(
-            run_batch, fn_future, batch, shared_futures, root_seed, uses_rng, stop_on_error,
+            run_batch, fn_future, tasks_future, batch, shared_futures, root_seed, uses_rng, stop_on_error,
             pure=False, key=f"sweepkit-batch-{batch.indices[0]}-{os.urandom(4).hex()}",
         )
         in_flight[fut] = (batch, len(inputs))
@@ -255,10 +259,10 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
             done.put((fut, exc))
 
     def inputs_lost() -> bool:
-        fn_future, shared_futures = inputs[-1]
-        return any(f.status != "finished" for f in [fn_future, *shared_futures.values()])
+        fn_future, tasks_future, shared_futures = inputs[-1]
+        return any(f.status != "finished" for f in [fn_future, tasks_future, *shared_futures.values()])
 
-    source = batches(tasks, todo, lambda unsent: sizer.next(unsent, session.slots()))
+    source = batches(todo, lambda unsent: sizer.next(unsent, session.slots()))
     try:
         while True:
             while len(in_flight) < session.max_in_flight():
@@ -273,16 +277,16 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
             if isinstance(res, BaseException):
                 if isinstance(res, KilledWorker):
                     if len(batch.indices) > 1:  # find the task that kills workers
-                        retry.extend(Batch([i], [p]) for i, p in zip(batch.indices, batch.params))
+                        retry.extend(Batch([i]) for i in batch.indices)
                         continue
-                    res = _killed_result(batch, res, root_seed if uses_rng else None)
+                    res = _killed_result(batch, tasks, res, root_seed if uses_rng else None)
                 elif generation < len(inputs) or (inputs_lost() and len(inputs) < 5):
                     # The only workers holding the function or shared data died before
                     # a peer copied them: send them again and rerun the batch.
                     if generation == len(inputs):
                         print("sweepkit: the workers holding the shared data are gone; sending it again", file=sys.stderr)
                         session.ensure_workers()
-                        inputs.append(session.scatter(fn, shared))
+                        inputs.append(session.scatter(fn, tasks, shared))
                     retry.append(batch)
                     continue
                 elif fut.cancelled():
@@ -296,7 +300,7 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
     finally:
         if in_flight:
             client.cancel(list(in_flight), force=True)
-        client.cancel([f for fn_future, shared_futures in inputs for f in [fn_future, *shared_futures.values()]], force=True)
+        client.cancel([f for fn_future, tasks_future, shared_futures in inputs for f in [fn_future, tasks_future, *shared_futures.values()]], force=True)
 
 
 def _next_done(done: queue.SimpleQueue, session):
@@ -308,8 +312,8 @@ def _next_done(done: queue.SimpleQueue, session):
             session.check_health()
 
 
-def _killed_result(batch: Batch, exc: BaseException, root_seed: int | None) -> BatchResult:
-    i, params = batch.indices[0], batch.params[0]
+def _killed_result(batch: Batch, tasks: Tasks, exc: BaseException, root_seed: int | None) -> BatchResult:
+    i, params = batch.indices[0], tasks[batch.indices[0]]
     msg = (
         "the worker running this task died (KilledWorker): out of memory, a crash in compiled "
         "code, or its job was killed; see the worker logs"

@@ -101,15 +101,14 @@ def verify(path: Path, sample: int = 10, seed: int = 0) -> list[dict[str, Any]]:
     if not ok.size:
         raise StoreError(f"{path} has no finished task to verify")
     chosen = np.sort(np.random.default_rng(seed).choice(ok, size=min(sample, ok.size), replace=False))
-    batch = engine.Batch(chosen.tolist(), [tasks[int(i)] for i in chosen])
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
         fresh = [
-            engine.run_batch(fn, engine.Batch([i], [p]), shared, stored.seed, info["uses_rng"], False, in_process=True)
-            for i, p in zip(batch.indices, batch.params)
+            engine.run_batch(fn, tasks, engine.Batch([i]), shared, stored.seed, info["uses_rng"], False, in_process=True)
+            for i in chosen.tolist()
         ]
-    for i, res in zip(batch.indices, fresh):
+    for i, res in zip(chosen.tolist(), fresh):
         if res.statuses[0] != OK:
             report.append({"task": i, "result": "mismatch", "detail": f"recomputing raised {res.values[0].error}"})
         elif same(res.values[0], stored[i]):

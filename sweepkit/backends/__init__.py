@@ -60,6 +60,9 @@ class Backend:
     def diagnose(self, cluster) -> str | None:
         return None
 
+    def closing(self, cluster) -> None:
+        """Called just before the cluster shuts down."""
+
 
 class SerialBackend(Backend):
     """No cluster: every sweep runs in the calling process."""

@@ -42,6 +42,7 @@ class LocalWorker(Subprocess):
     def __init__(self, scheduler: str, name: str, nanny: dict[str, Any], env: dict[str, str]):
         self.scheduler, self.name, self.nanny, self.env = scheduler, name, nanny, env
         self.last_lines: collections.deque[str] = collections.deque(maxlen=12)
+        self.closing = False  # from then on, what the worker says about its shutdown is not shown
         super().__init__()
 
     async def _start(self) -> None:
@@ -56,7 +57,8 @@ class LocalWorker(Subprocess):
         async for raw in stream:
             line = raw.decode(errors="replace")
             self.last_lines.append(line.rstrip())
-            sys.stderr.write(line)
+            if not self.closing:
+                sys.stderr.write(line)
 
     def failure(self) -> str | None:
         """Why this worker's process ended, if it did."""
@@ -145,6 +147,11 @@ class LocalBackend(Backend):
             return None
         failures = [w.failure() for w in cluster.workers.values() if isinstance(w, LocalWorker)]
         return next((f for f in failures if f), None)
+
+    def closing(self, cluster) -> None:
+        for worker in cluster.workers.values():  # their goodbyes (heartbeats to a closed scheduler) are noise
+            if isinstance(worker, LocalWorker):
+                worker.closing = True
 
     def cleanup(self, cluster) -> None:
         shutil.rmtree(getattr(cluster, "_sweepkit_scratch", ""), ignore_errors=True)
