@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .results import ERROR, OK, RemoteTraceback, TaskFailure, _plain
-from .tasks import Tasks, _Seeded
+from .tasks import Tasks, sweep_seed
 
 
 _task_context = threading.local()
@@ -94,12 +94,12 @@ def run_batch(
     worker = "local process" if in_process else _worker_name()
     values, durations, statuses = [], [], bytearray()
     seeds: list[int] | None = [] if uses_rng else None
-    clock, stopped = time.perf_counter, False
-    _task_context.active = True
+    clock, get, stopped = time.perf_counter, tasks._get, False
+    outer = in_task(), getattr(sweep_seed, "value", None)  # a sweep may run inside a task
+    _task_context.active, sweep_seed.value = True, root_seed  # replicates and folds draw from it
     try:
         for i in batch.indices:
-            params = tasks._get(i)
-            kwargs = {k: v.bind(root_seed) if isinstance(v, _Seeded) else v for k, v in params.items()}
+            kwargs = get(i)  # a fresh dict: ours to extend
             kwargs.update(shared)
             if seeds is not None:
                 seeds.append(task_seed(root_seed, i))
@@ -108,7 +108,7 @@ def run_batch(
             try:
                 value, status = fn(**kwargs), OK
             except Exception as exc:  # a task's failure is data; KeyboardInterrupt is not caught
-                value, status = _failure(i, params, exc, remote=not in_process), ERROR
+                value, status = _failure(i, get(i), exc, remote=not in_process), ERROR
             durations.append(clock() - start)
             values.append(value)
             statuses.append(status)
@@ -116,7 +116,7 @@ def run_batch(
                 stopped = True
                 break
     finally:
-        _task_context.active = False
+        _task_context.active, sweep_seed.value = outer
     result = BatchResult(values, durations, bytes(statuses), seeds, worker, stopped)
     if in_process:
         return result
@@ -163,7 +163,7 @@ class BatchSizer:
     of the same function) is known. A ``fixed`` size overrides all that.
     """
 
-    def __init__(self, fixed: int | None = None, target: float = 0.5, limit: int = 10_000, per_task: float | None = None):
+    def __init__(self, fixed: int | None = None, target: float = 1.0, limit: int = 10_000, per_task: float | None = None):
         self.fixed, self.target, self.limit = fixed, target, limit
         self.per_task = per_task  # smoothed seconds per task
         self.largest = max(1, int(target / per_task)) if per_task else 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
@@ -136,8 +137,14 @@ def _axis(name: str, v: Any) -> Sequence:
     return v
 
 
+# The root seed of the sweep whose task runs in this thread: replicates and folds
+# without a seed of their own draw from it.
+sweep_seed = threading.local()
+
+
 class _Seeded(int):
-    """An int that also knows the sweep's root seed, bound when the task runs."""
+    """An int that draws its resample from its own seed, or else from the seed of the
+    sweep running it."""
 
     seed: int | None
 
@@ -157,12 +164,13 @@ class _Seeded(int):
         return _rebuild(type(self), int(self), {**self.__dict__, "seed": root_seed})
 
     def _rng(self, *key: int) -> np.random.Generator:
-        if self.seed is None:
+        seed = self.seed if self.seed is not None else getattr(sweep_seed, "value", None)
+        if seed is None:
             raise RuntimeError(
                 f"{type(self).__name__} {int(self)} has no seed: it gets the sweep's seed when "
-                "it runs inside sweep(); outside a sweep, pass seed= to bootstrap()/cv_folds()"
+                "it runs inside sweep(); outside a sweep, pass seed= to bootstrap()/cv_folds(), or .bind(seed)"
             )
-        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0x5EED, *key)))
+        return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EED, *key)))
 
 
 def _rebuild(cls, number, attrs):

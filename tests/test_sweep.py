@@ -177,11 +177,14 @@ def test_frames_from_dict_scalar_and_frame_values():
 
 
 def test_a_sweep_inside_a_task_runs_serially_on_that_worker(local2):
-    def outer(i):
-        inner = sweep(lambda j: j * i, grid(j=range(3)), progress=False)
-        return sum(inner.to_frame()["worker"] == "local process")
+    def outer(i, replicate):
+        before = replicate.indices(5).tolist()
+        inner = sweep(lambda j: j * i, grid(j=range(3)), progress=False, seed=99)
+        again = sweep(lambda j: j, grid(j=range(2)), progress=False)  # still inside the task
+        assert replicate.indices(5).tolist() == before  # the outer sweep's seed, after the inner sweeps
+        return int(sum(inner.to_frame()["worker"] == "local process") + sum(again.to_frame()["worker"] == "local process"))
 
-    assert sweep(outer, grid(i=range(4))).to_list() == [3, 3, 3, 3]
+    assert sweep(outer, grid(i=range(4)) * bootstrap(1), seed=1).to_list() == [5, 5, 5, 5]
 
 
 def test_progress_bar_on_request(capsys):
