@@ -1,6 +1,6 @@
 """Benchmark: sweepkit against the tools these users would otherwise use, in one run.
 
-    python bench/run.py                 # the full benchmark (about 15 minutes on 2 cores)
+    python bench/run.py                 # the full benchmark (about 20 minutes on 2 cores)
     python bench/run.py --quick         # a smoke run (about 2 minutes)
 
 Workloads, identical tasks for every engine:
@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,8 +74,8 @@ def timed(engine: str, workload: str, n: int, workers: int) -> tuple[float, list
 def bench_workload(workload: str, n: int, workers: int, rounds: int) -> dict:
     from sweepkit.report import same
 
-    print(f"\n== {workload}: {n} tasks, {workers} workers, best of {rounds} rounds", flush=True)
-    reference, best = None, {}
+    print(f"\n== {workload}: {n} tasks, {workers} workers, {rounds} rounds", flush=True)
+    reference, times = None, {}
     for r in range(rounds):
         for engine in ENGINES:
             seconds, values = timed(engine, workload, n, workers)
@@ -82,18 +83,21 @@ def bench_workload(workload: str, n: int, workers: int, rounds: int) -> dict:
                 reference = reference or values
             elif not same(values, reference):
                 raise AssertionError(f"{engine} returned different results from the serial loop on {workload}")
-            best[engine] = min(best.get(engine, float("inf")), seconds)
+            times.setdefault(engine, []).append(seconds)
             print(f"   round {r + 1}  {engine:<10} {seconds:8.2f} s", flush=True)
-    serial = best["serial"]
+    serial, serial_median = min(times["serial"]), statistics.median(times["serial"])
     return {
         "tasks": n, "workers": workers, "rounds": rounds,
         "engines": {
             engine: {
-                "wall_s": round(seconds, 3),
-                "efficiency": round(serial / (workers * seconds), 3),
-                "overhead_us_per_task": round((workers * seconds - serial) / n * 1e6, 2),
+                "wall_s": round(min(t), 3),
+                "median_wall_s": round(statistics.median(t), 3),
+                "all_wall_s": [round(x, 3) for x in t],
+                "efficiency": round(serial / (workers * min(t)), 3),
+                "median_efficiency": round(serial_median / (workers * statistics.median(t)), 3),
+                "overhead_us_per_task": round((workers * min(t) - serial) / n * 1e6, 2),
             }
-            for engine, seconds in best.items()
+            for engine, t in times.items()
         },
     }
 
@@ -143,8 +147,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         f"dask/distributed {m['packages']['distributed']}, joblib {m['packages']['joblib']}, scikit-learn "
-        f"{m['packages']['scikit-learn']}; {report['workers']} workers; best of {report['rounds']} alternating rounds, "
-        "each engine in a fresh process.",
+        f"{m['packages']['scikit-learn']}; {report['workers']} workers; {report['rounds']} alternating rounds, "
+        "each engine in a fresh process; best round (median in brackets).",
         "",
         "| workload | engine | wall (s) | parallel efficiency | overhead per task (µs) |",
         "|---|---|---:|---:|---:|",
@@ -152,16 +156,18 @@ def markdown(report: dict) -> str:
     for workload in ("elastic-net", "no-op"):
         w = report[workload]
         for engine, row in w["engines"].items():
-            eff = "reference" if engine == "serial" else f"{row['efficiency']:.2f}"
+            eff = "reference" if engine == "serial" else f"{row['efficiency']:.2f} ({row['median_efficiency']:.2f})"
             over = "" if engine == "serial" else f"{row['overhead_us_per_task']:.0f}"
-            lines.append(f"| {workload} ({w['tasks']:,} tasks) | {engine} | {row['wall_s']:.2f} | {eff} | {over} |")
+            wall = f"{row['wall_s']:.2f} ({row['median_wall_s']:.2f})"
+            lines.append(f"| {workload} ({w['tasks']:,} tasks) | {engine} | {wall} | {eff} | {over} |")
     mil = report["million"]
     lines += [
         "",
         f"{mil['tasks']:,} no-op tasks through sweepkit: {mil['wall_s']:.1f} s ({mil['us_per_task']:.1f} µs per task), "
         f"driver peak memory {mil['driver_peak_rss_mb']:.0f} MB ({mil['driver_rss_before_mb']:.0f} MB before the sweep).",
         "",
-        "Efficiency = serial time / (workers × wall time); overhead per task = (workers × wall − serial time) / tasks.",
+        "Efficiency = serial time / (workers × wall time), best with best (median with median); "
+        "overhead per task = (workers × best wall − best serial time) / tasks.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -170,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fits", type=int, default=10_000)
     parser.add_argument("--noops", type=int, default=20_000)
     parser.add_argument("--million", type=int, default=1_000_000)
