@@ -26,6 +26,7 @@ from .tasks import Tasks, sweep_seed
 
 
 _task_context = threading.local()
+_called: set[str] = set()  # functions this process has run (the first call pays one-time costs)
 
 
 def in_task() -> bool:
@@ -56,7 +57,14 @@ class BatchResult:
     seeds: list[int] | None
     worker: str | None
     stopped: bool  # True when an error stopped the batch early ("raise" mode)
+    cold: bool = False  # its first task was this process's first call of the function
     packed: bytes | None = None  # the values, pickled on the worker: see pack()
+
+    def timing(self) -> tuple[int, float]:
+        """(tasks, seconds) for sizing batches: a process's first call of a function
+        pays one-time costs (imports, caches) and would make later batches too small."""
+        durations = self.durations[1:] if self.cold else self.durations
+        return len(durations), sum(durations)
 
     def pack(self) -> BatchResult:
         """Pickle the values into one bytes object before they travel.
@@ -95,6 +103,9 @@ def run_batch(
     values, durations, statuses = [], [], bytearray()
     seeds: list[int] | None = [] if uses_rng else None
     clock, get, stopped = time.perf_counter, tasks._get, False
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    cold = name not in _called
+    _called.add(name)
     outer = in_task(), getattr(sweep_seed, "value", None)  # a sweep may run inside a task
     _task_context.active, sweep_seed.value = True, root_seed  # replicates and folds draw from it
     try:
@@ -117,7 +128,7 @@ def run_batch(
                 break
     finally:
         _task_context.active, sweep_seed.value = outer
-    result = BatchResult(values, durations, bytes(statuses), seeds, worker, stopped)
+    result = BatchResult(values, durations, bytes(statuses), seeds, worker, stopped, cold)
     if in_process:
         return result
     try:
@@ -129,7 +140,7 @@ def run_batch(
             except Exception as exc:
                 values[k] = _failure(i, tasks._get(i), TypeError(f"its result ({type(value).__name__}) cannot be pickled to return it: {exc}"), True)
                 statuses[k] = ERROR
-        return BatchResult(values, durations, bytes(statuses), seeds, worker, stopped).pack()
+        return BatchResult(values, durations, bytes(statuses), seeds, worker, stopped, cold).pack()
 
 
 def _failure(i: int, params: dict, exc: BaseException, remote: bool) -> TaskFailure:
@@ -158,7 +169,8 @@ class BatchSizer:
 
     Batches aim at ``target`` seconds of work, long enough to hide the per-task
     overhead of the scheduler, and shrink towards the end (guided scheduling) so
-    every worker stays busy to the last task. Until a first batch has been timed,
+    every worker stays busy to the last task, down to a twentieth of the target
+    (smaller batches would cost more in round trips than they balance). Until a first batch has been timed,
     batches hold one task, unless ``per_task`` (seconds, measured by an earlier sweep
     of the same function) is known. A ``fixed`` size overrides all that.
     """
@@ -178,9 +190,10 @@ class BatchSizer:
             return min(self.fixed, remaining)
         if self.per_task is None:
             return 1
-        size = min(self.target / self.per_task, 16 * self.largest, self.limit)  # grow fast, not blindly
-        size = min(size, math.ceil(remaining / (2 * max(slots, 1))))  # guided tail
-        size = max(1, int(size))
+        full = min(self.target / self.per_task, 16 * self.largest, self.limit)  # grow fast, not blindly
+        tail = math.ceil(remaining / (2 * max(slots, 1)))  # guided: shrink as the end nears...
+        floor = self.target / 20 / self.per_task  # ...but not below what hides a round trip
+        size = max(1, int(min(full, max(tail, floor))))
         self.largest = max(self.largest, size)
         return min(size, remaining)
 
@@ -219,7 +232,7 @@ def run_serial(fn, tasks, todo, shared, root_seed, uses_rng, stop_on_error, size
     for batch in batches(todo, lambda unsent: sizer.next(unsent, 1)):
         with threadpool_limits(1):  # as on Dask workers: same floats everywhere
             res = run_batch(fn, tasks, batch, shared, root_seed, uses_rng, stop_on_error, in_process=True)
-        sizer.observe(len(res.durations), sum(res.durations))
+        sizer.observe(*res.timing())
         collector.add(batch, res)
         if res.stopped:
             return
@@ -293,7 +306,7 @@ def run_on_cluster(session, fn, tasks, todo, shared, root_seed, uses_rng, stop_o
                     raise ClusterError("a batch was cancelled by the scheduler: did the cluster shut down?")
                 else:
                     raise session.explain_failure(res) from res
-            sizer.observe(len(res.durations), sum(res.durations))
+            sizer.observe(*res.timing())
             collector.add(batch, res)
             if res.stopped:
                 return

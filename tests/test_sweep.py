@@ -273,3 +273,23 @@ def test_a_result_that_cannot_travel_fails_only_its_task(local2):
     assert [results[i] for i in (0, 1, 2, 4, 5)] == [0, 1, 2, 4, 5]
     (failure,) = results.errors
     assert failure.index == 3 and "its result (lock) cannot be pickled" in failure.error
+
+
+def test_batch_sizes_hide_round_trips_and_ignore_first_call_costs():
+    from sweepkit.engine import Batch, BatchResult, BatchSizer, run_batch
+
+    sizer = BatchSizer(per_task=0.001)  # 1 ms tasks, 1 s target
+    assert sizer.next(10_000, slots=2) == 1000  # 1 s of work, from the time an earlier sweep measured
+    assert sizer.next(1000, slots=2) == 250  # guided: a quarter of what is left per batch...
+    assert sizer.next(100, slots=2) == 50  # ...but never below 50 ms of work
+    assert sizer.next(10, slots=2) == 10
+    assert BatchSizer(per_task=10.0).next(3, slots=2) == 1  # long tasks: one at a time at the end
+
+    cold = BatchResult([None] * 3, [5.0, 0.001, 0.003], bytes(3), None, None, False, cold=True)
+    assert cold.timing() == (2, 0.004)  # imports and caches of the first call do not count
+
+    def first_call_is_cold(x):
+        return x
+
+    runs = [run_batch(first_call_is_cold, grid(x=range(3)), Batch(range(3)), {}, 0, False, False, in_process=True) for _ in range(2)]
+    assert [r.cold for r in runs] == [True, False] and runs[1].timing()[0] == 3
