@@ -170,9 +170,10 @@ class BatchSizer:
     Batches aim at ``target`` seconds of work, long enough to hide the per-task
     overhead of the scheduler, and shrink towards the end (guided scheduling) so
     every worker stays busy to the last task, down to a twentieth of the target
-    (smaller batches would cost more in round trips than they balance). Until a first batch has been timed,
-    batches hold one task, unless ``per_task`` (seconds, measured by an earlier sweep
-    of the same function) is known. A ``fixed`` size overrides all that.
+    (smaller batches would cost more in round trips than they balance). Until a
+    first batch has been timed, batches hold one task, unless ``per_task`` (seconds,
+    measured by an earlier sweep of the same function) is known. A ``fixed`` size
+    overrides all that.
     """
 
     def __init__(self, fixed: int | None = None, target: float = 1.0, limit: int = 10_000, per_task: float | None = None):
