@@ -1,7 +1,7 @@
 """Benchmark: sweepkit against the tools these users would otherwise use, in one run.
 
     python bench/run.py                 # the full benchmark (about 20 minutes on 2 cores)
-    python bench/run.py --quick         # a smoke run (about 2 minutes)
+    python bench/run.py --quick         # a smoke run (about a minute)
 
 Workloads, identical tasks for every engine:
   - elastic-net: the main recipe's fits (recipes/elastic_net_simulation.py, default

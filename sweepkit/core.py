@@ -72,18 +72,19 @@ def sweep(
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None (a fresh seed), got {seed!r}")
     uses_rng = check_call(fn, tasks, shared)
-    session = active_session()
-    if session is not None:
-        check_picklable(fn)
-
     from .store import open_store
 
-    run_store = open_store(store, fn, tasks, shared, seed, session, uses_rng) if store is not None else None
+    run_store = open_store(store, fn, tasks, shared, seed, uses_rng) if store is not None else None  # before a cluster starts
     root_seed = run_store.seed if run_store else int(seed if seed is not None else np.random.SeedSequence().entropy)
     results = Results(tasks, root_seed, uses_rng=uses_rng)
     try:
         if run_store:
             run_store.load_into(results)
+        session = active_session()
+        if session is not None:
+            check_picklable(fn)
+        if run_store:
+            run_store.begin(session)
         todo = _as_range(np.flatnonzero(results._status != engine.OK).tolist())
         bar = _progress_bar(len(tasks), len(tasks) - len(todo), fn, progress)
         collector = engine.Collector(results, run_store, bar)

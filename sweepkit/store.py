@@ -103,15 +103,32 @@ def records(path: Path) -> Iterator[tuple]:
 
 # -- opening a store for a sweep ------------------------------------------------------------
 class Store:
-    """An open store, locked by this driver until :meth:`close`."""
+    """An open store, locked by this driver until :meth:`close`. Nothing is written
+    to it before :meth:`begin`."""
 
-    def __init__(self, path: Path, lock_fd: int, info: dict, seed: int):
+    def __init__(self, path: Path, lock_fd: int, info: dict, seed: int, new_inputs: tuple | None):
         self.path, self._lock_fd, self.info, self.seed = path, lock_fd, info, seed
-        self._log = os.open(path / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._new_inputs = new_inputs  # (fn, tasks, shared) of a new run, saved for `verify`
+        self._log: int | None = None
         self.written = 0
 
     def load_into(self, results: Results) -> None:
         _load_batches(results, self.path / LOG)
+
+    def begin(self, session) -> None:
+        """Record where this driver runs the sweep (profile, options, job script) and,
+        for a new run, its inputs; then open the log."""
+        info = self.info
+        info["status"] = "running"
+        info["sessions"].append(_session_info(session))
+        if session is not None and (script := session.backend.job_script(session.profile.options)):
+            mf.write_text(self.path / JOB_SCRIPT, mf.redact(script))
+            info["job_script"] = JOB_SCRIPT
+        if self._new_inputs is not None:
+            _save_inputs(self.path, *self._new_inputs)
+        _cut_torn_tail(self.path / LOG)
+        mf.write_json(self.path / MANIFEST, info)
+        self._log = os.open(self.path / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, indices: list[int], res) -> None:
         meta = {
@@ -124,8 +141,10 @@ class Store:
         self.written += len(indices)
 
     def close(self, results: Results) -> None:
-        """Record the outcome in the manifest and release the lock."""
+        """Record the outcome in the manifest (if the run began) and release the lock."""
         try:
+            if self._log is None:
+                return
             counts = results.counts()
             session = self.info["sessions"][-1]
             session.update(finished=mf.now(), computed=self.written)
@@ -137,12 +156,14 @@ class Store:
             )
             mf.write_json(self.path / MANIFEST, self.info)
         finally:
-            os.close(self._log)
+            if self._log is not None:
+                os.close(self._log)
             os.close(self._lock_fd)
 
 
-def open_store(path, fn, tasks, shared: dict, seed: int | None, session, uses_rng: bool) -> Store:
-    """Open (or create) the store of this sweep; refuse if it holds a different one."""
+def open_store(path, fn, tasks, shared: dict, seed: int | None, uses_rng: bool) -> Store:
+    """Open (or create) and lock the store of this sweep; refuse if it holds a different
+    one. This runs before any cluster starts, so a refusal costs nothing."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(path)
@@ -168,16 +189,7 @@ def open_store(path, fn, tasks, shared: dict, seed: int | None, session, uses_rn
             "code": mf.git_info(identity["function"]["file"] or _main_file()),
             "sessions": [],
         }
-        info["status"] = "running"
-        info["sessions"].append(_session_info(session))
-        if session is not None and (script := session.backend.job_script(session.profile.options)):
-            mf.write_text(path / JOB_SCRIPT, mf.redact(script))
-            info["job_script"] = JOB_SCRIPT
-        if old is None:
-            _save_inputs(path, fn, tasks, shared)
-        _cut_torn_tail(path / LOG)
-        mf.write_json(path / MANIFEST, info)
-        return Store(path, lock_fd, info, seed)
+        return Store(path, lock_fd, info, seed, None if old else (fn, tasks, shared))
     except BaseException:
         os.close(lock_fd)
         raise

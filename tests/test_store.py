@@ -149,6 +149,22 @@ def test_a_changed_sweep_is_refused_naming_the_change(tmp_path, change, named):
     assert named in str(err.value) and "another store folder" in str(err.value)
 
 
+def test_a_refusal_comes_before_any_cluster_starts(tmp_path, monkeypatch):
+    from sweepkit import cluster
+
+    sweep(square, grid(i=range(30)), shared={"offset": 1}, seed=5, store=tmp_path / "s")
+    before = sorted(p.name for p in (tmp_path / "s").iterdir())
+    monkeypatch.setenv("SWEEPKIT_CLUSTER", "local")  # would start a cluster on the first sweep
+    try:
+        with pytest.raises(sweepkit.StoreMismatch, match="the seed"):
+            sweep(square, grid(i=range(30)), shared={"offset": 1}, seed=6, store=tmp_path / "s")
+        assert not cluster._implicit, "a cluster was started for a sweep the store refuses"
+    finally:
+        cluster.close_implicit()
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == before
+    assert sweepkit.load(tmp_path / "s").ok
+
+
 def test_an_edited_function_body_is_refused(tmp_path):
     source = "def fit(i):\n    return i + {}\n"
     for k in (1, 2):
