@@ -88,7 +88,7 @@ def sweep(
         todo = _as_range(np.flatnonzero(results._status != engine.OK).tolist())
         bar = _progress_bar(len(tasks), len(tasks) - len(todo), fn, progress)
         collector = engine.Collector(results, run_store, bar)
-        timing_key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        timing_key = engine.fn_name(fn)
         sizer = engine.BatchSizer(batch_size, per_task=session.task_seconds.get(timing_key) if session else None)
         args = (fn, tasks, todo, shared, root_seed, uses_rng, on_error == "raise", sizer, collector)
         if run_store and len(todo) < len(tasks):

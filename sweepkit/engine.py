@@ -34,6 +34,11 @@ def in_task() -> bool:
     return getattr(_task_context, "active", False)
 
 
+def fn_name(fn: Callable) -> str:
+    """``module.qualname`` of a task function: the key of its measured task time."""
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 def task_seed(root_seed: int, index: int) -> int:
     """The 63-bit seed of task ``index``: ``numpy.random.default_rng(task_seed(...))``
     is the generator that task receives. It depends only on the root seed and the index."""
@@ -103,7 +108,7 @@ def run_batch(
     values, durations, statuses = [], [], bytearray()
     seeds: list[int] | None = [] if uses_rng else None
     clock, get, stopped = time.perf_counter, tasks._get, False
-    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    name = fn_name(fn)
     cold = name not in _called
     _called.add(name)
     outer = in_task(), getattr(sweep_seed, "value", None)  # a sweep may run inside a task
